@@ -1,0 +1,29 @@
+// Package hub is the emulator's IoT Hub core: identities, keys, twins and
+// their versions, shared access policies and token checks, on a durable
+// store. The REST API and the MQTT gateway are front ends to it.
+package hub
+
+// IdentityRef names a device (ModuleID empty) or a module.
+type IdentityRef struct {
+	DeviceID string
+	ModuleID string
+}
+
+// IsModule reports whether the reference names a module.
+func (r IdentityRef) IsModule() bool { return r.ModuleID != "" }
+
+func (r IdentityRef) String() string {
+	if r.ModuleID == "" {
+		return r.DeviceID
+	}
+	return r.DeviceID + "/" + r.ModuleID
+}
+
+// DesiredPatch is a committed change of an identity's desired properties.
+// Body is the JSON pushed to the identity over MQTT: the patch with
+// "$version": Version inside it (null for removed members).
+type DesiredPatch struct {
+	Identity IdentityRef
+	Version  int64
+	Body     []byte
+}
