@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+)
+
+// Environment variables the tools read.
+const (
+	EnvConnectionString       = "IOTHUB_CONNECTION_STRING"        // service CLIs
+	EnvModuleConnectionString = "IOTHUB_MODULE_CONNECTION_STRING" // receive-twin-patch
+	EnvCAFile                 = "IOTHUB_CA_FILE"
+)
+
+const (
+	flagConnectionStringFile = "connection-string-file"
+	flagCAFile               = "ca-file"
+	flagOutput               = "output"
+	flagVerbose              = "verbose"
+)
+
+// Output is the value of --output.
+type Output string
+
+// Output formats.
+const (
+	OutputText Output = "text"
+	OutputJSON Output = "json"
+)
+
+func (o *Output) String() string { return string(*o) }
+func (o *Output) Type() string   { return "format" }
+func (o *Output) Set(s string) error {
+	switch Output(s) {
+	case OutputText, OutputJSON:
+		*o = Output(s)
+		return nil
+	}
+	return fmt.Errorf("must be %q or %q", OutputText, OutputJSON)
+}
+
+// Common holds the flags every tool shares. Register them with
+// AddCommonFlags; read the connection string with ConnectionString.
+type Common struct {
+	ConnectionStringFile string
+	CAFile               string
+	Output               Output
+	Verbose              bool
+
+	envVar string
+	want   connstr.Kind
+}
+
+// AddCommonFlags registers --connection-string-file, --ca-file, --output and
+// --verbose on cmd. want is the kind of connection string the command needs
+// and envVar the environment variable it falls back to. No flag default is
+// ever taken from the environment, so --help cannot show a key.
+func AddCommonFlags(cmd *cobra.Command, c *Common, want connstr.Kind, envVar string) {
+	c.envVar = envVar
+	c.want = want
+	c.Output = OutputText
+	f := cmd.Flags()
+	f.StringVar(&c.ConnectionStringFile, flagConnectionStringFile, "",
+		fmt.Sprintf("read the %s connection string from `PATH` (- for stdin) instead of %s", kindPhrase(want), envVar))
+	f.StringVar(&c.CAFile, flagCAFile, "",
+		"trust the CA certificates in PEM file `PATH` in addition to the system roots (default $"+EnvCAFile+")")
+	f.VarP(&c.Output, flagOutput, "o", "output `format`: text or json")
+	f.BoolVarP(&c.Verbose, flagVerbose, "v", false, "log each request to the hub and its status on stderr (signatures redacted)")
+	_ = cmd.MarkFlagFilename(flagConnectionStringFile)
+	_ = cmd.MarkFlagFilename(flagCAFile, "pem", "crt", "cer")
+	_ = cmd.RegisterFlagCompletionFunc(flagOutput, cobra.FixedCompletions(
+		[]cobra.Completion{string(OutputText), string(OutputJSON)}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// JSON reports whether --output json was given.
+func (c *Common) JSON() bool { return c.Output == OutputJSON }
+
+// CAFilePath returns --ca-file, else $IOTHUB_CA_FILE, else "".
+func (c *Common) CAFilePath(env *Env) string {
+	if c.CAFile != "" {
+		return c.CAFile
+	}
+	return env.Getenv(EnvCAFile)
+}
+
+// ConnectionString reads the connection string from --connection-string-file
+// (or stdin for "-"), else from the environment variable, parses it and
+// checks it is of the kind the command needs. Every error is a usage error
+// (exit 2); none contains the key.
+func (c *Common) ConnectionString(env *Env) (connstr.ConnectionString, error) {
+	raw, source, err := c.readConnectionString(env)
+	if err != nil {
+		return connstr.ConnectionString{}, Usage(err)
+	}
+	cs, err := connstr.Parse(raw)
+	if err != nil {
+		return connstr.ConnectionString{}, Usage(fmt.Errorf("%w (read from %s)", err, source))
+	}
+	if c.want != 0 && cs.Kind() != c.want {
+		return connstr.ConnectionString{}, Usage(WithHint(
+			fmt.Errorf("the connection string from %s is a %s connection string; this command needs a %s connection string",
+				source, kindPhrase(cs.Kind()), kindPhrase(c.want)),
+			kindHint(c.want)))
+	}
+	return cs, nil
+}
+
+func (c *Common) readConnectionString(env *Env) (raw, source string, err error) {
+	switch c.ConnectionStringFile {
+	case "":
+		raw = env.Getenv(c.envVar)
+		if strings.TrimSpace(raw) == "" {
+			return "", "", WithHint(errors.New("no connection string"),
+				fmt.Sprintf("set %s or pass --%s PATH (- reads stdin); %s", c.envVar, flagConnectionStringFile, kindHint(c.want)))
+		}
+		return raw, c.envVar, nil
+	case "-":
+		b, err := io.ReadAll(io.LimitReader(env.Stdin, 64<<10))
+		if err != nil {
+			return "", "", fmt.Errorf("read connection string from stdin: %w", err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return "", "", errors.New("no connection string on stdin")
+		}
+		return string(b), "stdin", nil
+	default:
+		b, err := os.ReadFile(c.ConnectionStringFile)
+		if err != nil {
+			// The *PathError names the file and the cause, never the content.
+			return "", "", fmt.Errorf("read connection string: %w", err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return "", "", fmt.Errorf("connection string file %s is empty", c.ConnectionStringFile)
+		}
+		return string(b), c.ConnectionStringFile, nil
+	}
+}
+
+func kindPhrase(k connstr.Kind) string {
+	switch k {
+	case connstr.Service:
+		return "service"
+	case connstr.Device:
+		return "device"
+	case connstr.Module:
+		return "module"
+	}
+	return "IoT Hub"
+}
+
+func kindHint(k connstr.Kind) string {
+	switch k {
+	case connstr.Service:
+		return "a service connection string looks like HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>"
+	case connstr.Module:
+		return "a module connection string looks like HostName=<hub>.azure-devices.net;DeviceId=<device>;ModuleId=<module>;SharedAccessKey=<key> (create-module prints one)"
+	case connstr.Device:
+		return "a device connection string looks like HostName=<hub>.azure-devices.net;DeviceId=<device>;SharedAccessKey=<key>"
+	}
+	return ""
+}
