@@ -1,0 +1,350 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub"
+)
+
+// Buckets the hub keeps in its store.
+const (
+	bucketIdentities = "identities"
+	bucketMeta       = "meta"
+	keySequence      = "sequence"
+)
+
+// Buckets lists the store buckets the hub needs; pass them to store.Open.
+var Buckets = []string{bucketIdentities, bucketMeta}
+
+// Options configure a Hub.
+type Options struct {
+	// HostName is the hub's host name without port; Port is the port its
+	// HTTPS listener has ("" when unknown). Tokens may name the host with
+	// or without that port.
+	HostName string
+	Port     string
+	// Policies are the shared access policies (see DefaultPolicies).
+	Policies []Policy
+	// Store keeps identities and twins; nil keeps nothing.
+	Store *store.Store
+	// Now reads the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Hub is the emulator's IoT Hub core. All methods are safe for concurrent
+// use. Writes return once they are durable in the store.
+type Hub struct {
+	host     string
+	port     string
+	policies map[string]Policy
+	st       *store.Store
+	ownStore bool
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu       sync.RWMutex
+	devices  map[string]*device
+	sequence int64 // last identity etag number handed out
+
+	subMu sync.Mutex
+	subs  map[int]func(DesiredPatch)
+	subID int
+}
+
+// device is a device identity with its modules.
+type device struct {
+	*identity
+	modules map[string]*identity
+}
+
+// identity is a device or module as stored: registry fields and twin.
+type identity struct {
+	DeviceID      string     `json:"deviceId"`
+	ModuleID      string     `json:"moduleId,omitempty"`
+	GenerationID  string     `json:"generationId"`
+	ETag          int64      `json:"etag"`
+	Status        string     `json:"status,omitempty"` // devices only
+	StatusReason  *string    `json:"statusReason,omitempty"`
+	StatusUpdated time.Time  `json:"statusUpdated"`
+	ManagedBy     *string    `json:"managedBy,omitempty"` // modules only
+	IoTEdge       bool       `json:"iotEdge,omitempty"`
+	DeviceScope   string     `json:"deviceScope,omitempty"`
+	ParentScopes  []string   `json:"parentScopes,omitempty"`
+	Auth          authRecord `json:"auth"`
+	Twin          twin       `json:"twin"`
+
+	// Connection state is not stored: after a restart nothing is connected.
+	connected    bool
+	connUpdated  time.Time
+	lastActivity time.Time
+}
+
+type authRecord struct {
+	Type                string  `json:"type"`
+	PrimaryKey          string  `json:"primaryKey,omitempty"`
+	SecondaryKey        string  `json:"secondaryKey,omitempty"`
+	PrimaryThumbprint   *string `json:"primaryThumbprint,omitempty"`
+	SecondaryThumbprint *string `json:"secondaryThumbprint,omitempty"`
+}
+
+// twin is a twin's state: etag counter, version, tags and properties.
+type twin struct {
+	ETag     int64   `json:"etag"`
+	Version  int64   `json:"version"`
+	Tags     object  `json:"tags"`
+	Desired  section `json:"desired"`
+	Reported section `json:"reported"`
+}
+
+// A new twin has etag 1 and version 2, as a real hub shows it.
+func newTwin() twin {
+	return twin{ETag: 1, Version: 2, Tags: object{}, Desired: newSection(), Reported: newSection()}
+}
+
+func (i *identity) ref() IdentityRef { return IdentityRef{DeviceID: i.DeviceID, ModuleID: i.ModuleID} }
+
+// New builds a hub and loads what its store holds.
+func New(opts Options) (*Hub, error) {
+	if opts.HostName == "" {
+		return nil, fmt.Errorf("hub: host name is empty")
+	}
+	h := &Hub{
+		host:     opts.HostName,
+		port:     opts.Port,
+		policies: map[string]Policy{},
+		st:       opts.Store,
+		now:      opts.Now,
+		log:      opts.Logger,
+		devices:  map[string]*device{},
+		subs:     map[int]func(DesiredPatch){},
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if h.st == nil {
+		h.st = store.Memory()
+		h.ownStore = true
+	}
+	for _, p := range opts.Policies {
+		h.policies[p.KeyName] = p
+	}
+	if err := h.load(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Close releases a store the hub made itself; a store passed in Options
+// belongs to the caller.
+func (h *Hub) Close() error {
+	if h.ownStore {
+		return h.st.Close()
+	}
+	return nil
+}
+
+// HostName returns the hub's host name without port.
+func (h *Hub) HostName() string { return h.host }
+
+// Policy returns the shared access policy called name.
+func (h *Hub) Policy(name string) (Policy, bool) {
+	p, ok := h.policies[name]
+	return p, ok
+}
+
+func (h *Hub) load() error {
+	var modules []*identity
+	err := h.st.Load(bucketIdentities, func(key string, value []byte) error {
+		id := &identity{}
+		dec := json.NewDecoder(bytes.NewReader(value))
+		dec.UseNumber()
+		if err := dec.Decode(id); err != nil {
+			return fmt.Errorf("decode identity %q: %w", key, err)
+		}
+		id.Twin.normalize()
+		if id.ModuleID == "" {
+			h.devices[id.DeviceID] = &device{identity: id, modules: map[string]*identity{}}
+		} else {
+			modules = append(modules, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hub: load identities: %w", err)
+	}
+	for _, m := range modules {
+		d := h.devices[m.DeviceID]
+		if d == nil {
+			h.log.Warn("dropping stored module of a missing device", "device", m.DeviceID, "module", m.ModuleID)
+			continue
+		}
+		d.modules[m.ModuleID] = m
+	}
+	err = h.st.Load(bucketMeta, func(key string, value []byte) error {
+		if key == keySequence {
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil {
+				return fmt.Errorf("decode %s: %w", key, err)
+			}
+			h.sequence = n
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hub: load metadata: %w", err)
+	}
+	return nil
+}
+
+// normalize fills what an older or hand-edited record may lack.
+func (t *twin) normalize() {
+	if t.Tags == nil {
+		t.Tags = object{}
+	}
+	for _, s := range []*section{&t.Desired, &t.Reported} {
+		if s.Props == nil {
+			s.Props = object{}
+		}
+		if s.Meta == nil {
+			s.Meta = &meta{}
+		}
+	}
+}
+
+// nextETag hands out the next identity etag number. Callers hold h.mu.
+func (h *Hub) nextETag() int64 {
+	h.sequence++
+	return h.sequence
+}
+
+func identityKey(r IdentityRef) string { return r.String() }
+
+// putOps returns the store writes that save ids and the sequence.
+func (h *Hub) putOps(ids ...*identity) []store.Op {
+	ops := make([]store.Op, 0, len(ids)+1)
+	for _, id := range ids {
+		b, err := json.Marshal(id)
+		if err != nil {
+			panic(fmt.Sprintf("hub: encode identity: %v", err)) // only plain data
+		}
+		ops = append(ops, store.Op{Bucket: bucketIdentities, Key: identityKey(id.ref()), Value: b})
+	}
+	return append(ops, store.Op{Bucket: bucketMeta, Key: keySequence, Value: []byte(strconv.FormatInt(h.sequence, 10))})
+}
+
+// commit queues ops (callers hold h.mu, so queue order is commit order)
+// and publishes patches once they are durable.
+func (h *Hub) commit(ops []store.Op, patches ...DesiredPatch) *store.Pending {
+	var after func(error)
+	if len(patches) > 0 {
+		after = func(err error) {
+			if err == nil {
+				for _, p := range patches {
+					h.publish(p)
+				}
+			}
+		}
+	}
+	return h.st.Enqueue(ops, after)
+}
+
+// wait turns a store failure into a ServerError the client may see.
+func (h *Hub) wait(p *store.Pending) error {
+	if err := p.Wait(); err != nil {
+		h.log.Error("store write failed", "err", err)
+		return newError(iothub.ServerError, "the hub could not save the change")
+	}
+	return nil
+}
+
+// SubscribeDesired registers fn for every committed desired change; see
+// the mqttgw.Hub contract. fn runs on the store's writer goroutine, after
+// the change is durable, in commit order.
+func (h *Hub) SubscribeDesired(fn func(DesiredPatch)) (cancel func()) {
+	h.subMu.Lock()
+	h.subID++
+	id := h.subID
+	h.subs[id] = fn
+	h.subMu.Unlock()
+	return func() {
+		h.subMu.Lock()
+		delete(h.subs, id)
+		h.subMu.Unlock()
+	}
+}
+
+func (h *Hub) publish(p DesiredPatch) {
+	h.subMu.Lock()
+	ids := make([]int, 0, len(h.subs))
+	for id := range h.subs {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	fns := make([]func(DesiredPatch), 0, len(ids))
+	for _, id := range ids {
+		fns = append(fns, h.subs[id])
+	}
+	h.subMu.Unlock()
+	for _, fn := range fns {
+		fn(p)
+	}
+}
+
+// lookup finds an identity. Callers hold h.mu.
+func (h *Hub) lookup(r IdentityRef) (*identity, error) {
+	d := h.devices[r.DeviceID]
+	if d == nil {
+		return nil, deviceNotFound(r.DeviceID)
+	}
+	if !r.IsModule() {
+		return d.identity, nil
+	}
+	m := d.modules[r.ModuleID]
+	if m == nil {
+		return nil, moduleNotFound(r.DeviceID, r.ModuleID)
+	}
+	return m, nil
+}
+
+// SetConnectionState records that id connected or disconnected at t.
+func (h *Hub) SetConnectionState(r IdentityRef, connected bool, t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id, err := h.lookup(r)
+	if err != nil {
+		return
+	}
+	id.connected = connected
+	id.connUpdated = t
+	if connected {
+		id.lastActivity = t
+	}
+}
+
+// RecordActivity sets id's lastActivityTime to t.
+func (h *Hub) RecordActivity(r IdentityRef, t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id, err := h.lookup(r); err == nil && t.After(id.lastActivity) {
+		id.lastActivity = t
+	}
+}
+
+// generationID looks like the .NET ticks a real hub uses.
+func generationID(t time.Time) string {
+	const unixEpochTicks = 621355968000000000
+	return strconv.FormatInt(t.UnixNano()/100+unixEpochTicks, 10)
+}

@@ -1,0 +1,213 @@
+// Package store is the emulator's durable key-value store: buckets of
+// records in a bbolt file, written by one goroutine that commits queued
+// changes in groups so that concurrent writers share each fsync.
+//
+// Changes are applied in the order they were queued, and a change's
+// callback runs after the change is on disk (or failed) and before its
+// waiter is released, in queue order.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Op puts Value at Key in Bucket, or deletes Key when Value is nil.
+type Op struct {
+	Bucket string
+	Key    string
+	Value  []byte
+}
+
+// ErrClosed is returned for changes queued after Close.
+var ErrClosed = errors.New("store is closed")
+
+// maxGroup bounds how many queued changes share one transaction, so that a
+// flood of writers still sees steady progress.
+const maxGroup = 4096
+
+// Store is a bbolt file, or nothing at all for a throwaway hub.
+type Store struct {
+	db      *bolt.DB // nil for a memory store
+	buckets []string
+
+	mu      sync.Mutex
+	queue   []*Pending
+	closed  bool
+	wake    chan struct{} // buffered(1): the writer has work
+	stopped chan struct{} // closed when the writer has exited
+}
+
+// Pending is a queued change. Wait blocks until it is durable.
+type Pending struct {
+	ops   []Op
+	after func(error)
+	done  chan struct{}
+	err   error
+}
+
+// Wait blocks until the change is on disk and returns the write error.
+func (p *Pending) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Open opens (creating if needed) the bbolt file at path with the given
+// buckets. It fails fast when another process holds the file.
+func Open(path string, buckets ...string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: in use by another process", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return fmt.Errorf("create bucket %q: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return start(db, buckets), nil
+}
+
+// Memory returns a store that keeps nothing: changes are acknowledged
+// (in order, with their callbacks) without being written anywhere.
+func Memory() *Store { return start(nil, nil) }
+
+func start(db *bolt.DB, buckets []string) *Store {
+	s := &Store{db: db, buckets: buckets, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go s.writer()
+	return s
+}
+
+// Load calls fn for every record of bucket, in key order.
+func (s *Store) Load(bucket string, fn func(key string, value []byte) error) error {
+	if s.db == nil {
+		return nil
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return fmt.Errorf("no bucket %q", bucket)
+		}
+		return b.ForEach(func(k, v []byte) error { return fn(string(k), v) })
+	})
+}
+
+// Enqueue queues ops as one atomic change and returns at once; call Wait
+// on the result for durability. Changes are committed in Enqueue order, so
+// callers that hold their own lock while enqueueing get their order kept.
+// after, when not nil, runs on the writer goroutine once the change is
+// committed (err nil) or failed, before Wait returns; it must not block.
+func (s *Store) Enqueue(ops []Op, after func(error)) *Pending {
+	p := &Pending{ops: ops, after: after, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		p.finish(ErrClosed)
+		return p
+	}
+	s.queue = append(s.queue, p)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return p
+}
+
+func (p *Pending) finish(err error) {
+	p.err = err
+	if p.after != nil {
+		p.after(err)
+	}
+	close(p.done)
+}
+
+// writer commits queued changes, as many per transaction as are waiting.
+func (s *Store) writer() {
+	defer close(s.stopped)
+	for {
+		s.mu.Lock()
+		group := s.queue
+		if len(group) > maxGroup {
+			group = group[:maxGroup:maxGroup]
+		}
+		s.queue = s.queue[len(group):]
+		closed := s.closed
+		s.mu.Unlock()
+		if len(group) == 0 {
+			if closed {
+				return
+			}
+			<-s.wake
+			continue
+		}
+		err := s.commit(group)
+		for _, p := range group {
+			p.finish(err)
+		}
+	}
+}
+
+func (s *Store) commit(group []*Pending) error {
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, p := range group {
+			for _, op := range p.ops {
+				b := tx.Bucket([]byte(op.Bucket))
+				if b == nil {
+					return fmt.Errorf("no bucket %q", op.Bucket)
+				}
+				var err error
+				if op.Value == nil {
+					err = b.Delete([]byte(op.Key))
+				} else {
+					err = b.Put([]byte(op.Key), op.Value)
+				}
+				if err != nil {
+					return fmt.Errorf("write %s/%q: %w", op.Bucket, op.Key, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Close commits what is queued, stops the writer and closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.stopped
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	<-s.stopped
+	if s.db == nil {
+		return nil
+	}
+	return s.db.Close()
+}
