@@ -98,9 +98,29 @@ func segments(parts ...string) (path, rawPath string) {
 		p.WriteByte('/')
 		p.WriteString(s)
 		rp.WriteByte('/')
-		rp.WriteString(url.PathEscape(s))
+		rp.WriteString(escapeSegment(s))
 	}
 	return p.String(), rp.String()
+}
+
+// escapeSegment percent-encodes every byte but RFC 3986's unreserved
+// characters. That is stricter than url.PathEscape (which leaves '+', '=',
+// '@', ':' and '$' alone) and close to what Microsoft's SDKs send, so no
+// server can read an ID differently from what was meant.
+func escapeSegment(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
 }
 
 // call describes one REST operation.
