@@ -146,7 +146,7 @@ func ParseToken(s string) (Token, error) {
 	switch {
 	case t.RawResource == "":
 		return Token{}, errors.New("token has no sr")
-	case t.Signature == nil:
+	case len(t.Signature) == 0:
 		return Token{}, errors.New("token has no sig")
 	case t.RawExpiry == "":
 		return Token{}, errors.New("token has no se")
