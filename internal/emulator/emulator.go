@@ -1,0 +1,287 @@
+// Package emulator assembles a local IoT Hub: the hub core on its store,
+// the service API over HTTPS and the device side over MQTT, with the TLS
+// material and shared access policies kept in a data directory.
+package emulator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/certs"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
+)
+
+// Defaults for a Config's empty fields.
+const (
+	DefaultHostName = "localhost"
+	// defaultHTTPSAddr for in-process use picks a free port; the command
+	// line tool has its own fixed default.
+	defaultHTTPSAddr = "127.0.0.1:0"
+	shutdownTimeout  = 5 * time.Second
+)
+
+// Config configures an emulator.
+type Config struct {
+	HTTPSAddr string // service API (and MQTT over WebSockets); "" = 127.0.0.1:0
+	MQTTAddr  string // MQTT over TLS
+	HostName  string // the hub's host name in tokens and certificates; "" = localhost
+	DataDir   string // "" = DefaultDataDir(); ignored with InMemory
+	InMemory  bool   // keep nothing: a temporary directory removed on Close
+	Logger    *slog.Logger
+}
+
+// Emulator is a running local IoT Hub.
+type Emulator struct {
+	cfg      Config
+	log      *slog.Logger
+	dataDir  string
+	tempDir  bool
+	material *certs.Material
+	tlsConf  *tls.Config
+	store    *store.Store
+	hub      *hub.Hub
+	mux      *http.ServeMux
+	https    *http.Server
+	httpsLn  net.Listener
+	port     string
+	serving  bool          // the HTTPS server owns httpsLn
+	served   chan struct{} // closed when the HTTPS server has stopped
+	mqttAddr string
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start prepares the data directory, binds the listeners and starts
+// serving; the listeners are bound when it returns. ctx bounds start-up
+// only: call Close to stop.
+func Start(ctx context.Context, cfg Config) (*Emulator, error) {
+	if cfg.HTTPSAddr == "" {
+		cfg.HTTPSAddr = defaultHTTPSAddr
+	}
+	if cfg.HostName == "" {
+		cfg.HostName = DefaultHostName
+	}
+	e := &Emulator{cfg: cfg, log: cfg.Logger, served: make(chan struct{})}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			e.release()
+		}
+	}()
+	if err := e.openDataDir(); err != nil {
+		return nil, err
+	}
+	policies, err := loadOrCreatePolicies(e.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if e.material, err = certs.Ensure(e.dataDir, certs.Names(cfg.HostName), time.Now()); err != nil {
+		return nil, err
+	}
+	e.tlsConf = e.material.ServerConfig()
+	if cfg.InMemory {
+		e.store = store.Memory()
+	} else if e.store, err = store.Open(filepath.Join(e.dataDir, dbFile), hub.Buckets...); err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	if e.httpsLn, err = lc.Listen(ctx, "tcp", cfg.HTTPSAddr); err != nil {
+		return nil, fmt.Errorf("listen on --https-addr %s: %w", cfg.HTTPSAddr, err)
+	}
+	_, e.port, _ = net.SplitHostPort(e.httpsLn.Addr().String())
+	e.hub, err = hub.New(hub.Options{
+		HostName: cfg.HostName,
+		Port:     e.port,
+		Policies: policies,
+		Store:    e.store,
+		Logger:   e.log.With("component", "hub"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.mux = http.NewServeMux()
+	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest")})
+	e.https = &http.Server{
+		Handler:           e.mux,
+		TLSConfig:         e.tlsConf.Clone(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	if !cfg.InMemory {
+		if err := writeEndpoint(e.dataDir, endpoint{HostName: cfg.HostName, Port: e.port}); err != nil {
+			return nil, err
+		}
+	}
+	e.serving = true
+	go func() {
+		defer close(e.served)
+		if err := e.https.ServeTLS(e.httpsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("https server stopped", "err", err)
+		}
+	}()
+	ok = true
+	e.log.Info("serving", "https", e.HTTPSAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory)
+	return e, nil
+}
+
+func (e *Emulator) openDataDir() error {
+	if e.cfg.InMemory {
+		dir, err := os.MkdirTemp("", "iothub-emulator-*")
+		if err != nil {
+			return fmt.Errorf("create temporary data directory: %w", err)
+		}
+		e.dataDir, e.tempDir = dir, true
+		return nil
+	}
+	dir := e.cfg.DataDir
+	if dir == "" {
+		var err error
+		if dir, err = DefaultDataDir(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	e.dataDir = dir
+	return nil
+}
+
+// HTTPSAddr returns the address the HTTPS listener is bound to.
+func (e *Emulator) HTTPSAddr() string { return e.httpsLn.Addr().String() }
+
+// MQTTAddr returns the address of the MQTT listener, "" when there is none.
+func (e *Emulator) MQTTAddr() string { return e.mqttAddr }
+
+// HostName returns the hub's host name without port.
+func (e *Emulator) HostName() string { return e.cfg.HostName }
+
+// DataDir returns the data directory (a temporary one with InMemory).
+func (e *Emulator) DataDir() string { return e.dataDir }
+
+// ServiceConnectionString returns the iothubowner connection string.
+func (e *Emulator) ServiceConnectionString() string {
+	cs, err := e.PolicyConnectionString(hub.PolicyOwner)
+	if err != nil {
+		panic("emulator: the owner policy is missing: " + err.Error()) // loadOrCreatePolicies always makes it
+	}
+	return cs
+}
+
+// PolicyConnectionString returns the connection string of a shared access
+// policy. HostName carries the port unless it is 443.
+func (e *Emulator) PolicyConnectionString(policy string) (string, error) {
+	p, ok := e.hub.Policy(policy)
+	if !ok {
+		return "", fmt.Errorf("no shared access policy %q", policy)
+	}
+	return policyConnectionString(e.cfg.HostName, e.port, p), nil
+}
+
+func policyConnectionString(hostName, port string, p hub.Policy) string {
+	return connstr.ConnectionString{
+		HostName:            hostWithPort(hostName, port),
+		SharedAccessKeyName: p.KeyName,
+		SharedAccessKey:     p.PrimaryKey,
+	}.Format()
+}
+
+// hostWithPort is what clients put in HostName: the port is left out when
+// it is 443, the only port Microsoft's SDKs reach the service API on.
+func hostWithPort(hostName, port string) string {
+	if port == "443" || port == "" {
+		return hostName
+	}
+	return net.JoinHostPort(hostName, port)
+}
+
+// CAFile returns the path of the CA certificate clients should trust.
+func (e *Emulator) CAFile() string { return e.material.CAFile }
+
+// Hub returns the hub core.
+func (e *Emulator) Hub() *hub.Hub { return e.hub }
+
+// Mux returns the HTTPS request multiplexer, to mount more handlers on.
+func (e *Emulator) Mux() *http.ServeMux { return e.mux }
+
+// ServerTLSConfig returns the server TLS configuration (TLS 1.2 and 1.3).
+func (e *Emulator) ServerTLSConfig() *tls.Config { return e.tlsConf.Clone() }
+
+// Close stops serving, waits for requests in flight (up to a few
+// seconds), and releases the store and any temporary directory.
+func (e *Emulator) Close() error {
+	e.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := e.https.Shutdown(ctx); err != nil {
+			e.https.Close()
+		}
+		<-e.served
+		e.closeErr = e.release()
+		e.log.Info("stopped")
+	})
+	return e.closeErr
+}
+
+// release frees what Start acquired, in reverse order.
+func (e *Emulator) release() error {
+	var errs []error
+	if e.httpsLn != nil && !e.serving {
+		e.httpsLn.Close()
+	}
+	if e.hub != nil {
+		errs = append(errs, e.hub.Close())
+	}
+	if e.store != nil {
+		errs = append(errs, e.store.Close())
+	}
+	if e.tempDir {
+		errs = append(errs, os.RemoveAll(e.dataDir))
+	}
+	return errors.Join(errs...)
+}
+
+// LastEndpoint returns the host name and port the last emulator on
+// dataDir served on (ok false when none has).
+func LastEndpoint(dataDir string) (hostName, port string, ok bool, err error) {
+	ep, ok, err := readEndpoint(dataDir)
+	return ep.HostName, ep.Port, ok, err
+}
+
+// EnvLines prepares dataDir as Start would (policies and CA, without
+// taking the store) and returns ShellLines for a hub at hostName:port.
+func EnvLines(dataDir, hostName, port string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data directory: %w", err)
+	}
+	policies, err := loadOrCreatePolicies(dataDir)
+	if err != nil {
+		return "", err
+	}
+	m, err := certs.Ensure(dataDir, certs.Names(hostName), time.Now())
+	if err != nil {
+		return "", err
+	}
+	for _, p := range policies {
+		if p.KeyName == hub.PolicyOwner {
+			return ShellLines(policyConnectionString(hostName, port, p), m.CAFile), nil
+		}
+	}
+	return "", fmt.Errorf("data directory %s has no %s policy", dataDir, hub.PolicyOwner)
+}

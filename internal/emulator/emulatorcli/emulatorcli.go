@@ -1,0 +1,178 @@
+// Package emulatorcli is the iothub-emulator command line: it starts the
+// emulator, prints shell-ready connection settings and serves until
+// interrupted.
+package emulatorcli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moduletwin/iothub-module-twin/internal/cli"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator"
+)
+
+// Fixed defaults, so that printed settings stay the same between runs.
+const (
+	DefaultHTTPSAddr = "127.0.0.1:8443"
+	DefaultMQTTAddr  = "127.0.0.1:8883"
+)
+
+type options struct {
+	httpsAddr string
+	mqttAddr  string
+	hostName  string
+	dataDir   string
+	inMemory  bool
+	logLevel  string
+}
+
+const long = `iothub-emulator runs a local IoT Hub: the identity registry and twins over
+HTTPS (IoT Hub's REST API), and device and module connections over MQTT, with
+shared access signature authentication, so that IoT Hub clients, including
+Microsoft's SDKs, work against it unchanged. It is for development and tests,
+not for production.
+
+On start it prints two shell-ready lines on stdout:
+
+  IOTHUB_CONNECTION_STRING='HostName=localhost:8443;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
+  IOTHUB_CA_FILE=/path/to/ca.pem
+
+then logs to stderr until interrupted (Ctrl-C or SIGTERM), when it shuts
+down cleanly and exits 0. Load the lines into a shell with
+
+  eval "$(iothub-emulator env)"
+
+Identities, twins, keys and the TLS certificates (a local CA and a server
+certificate for localhost, 127.0.0.1, ::1 and --hostname) are kept in
+--data-dir and survive restarts; a write the hub acknowledged survives a
+crash. With --in-memory nothing is kept.
+
+Microsoft's SDKs reach the service API only on port 443 and devices only
+on port 8883: to serve them, run (as root) with
+--https-addr 127.0.0.1:443; the printed host name then has no port.`
+
+// NewCommand builds the iothub-emulator command.
+func NewCommand(env *cli.Env) *cobra.Command {
+	var o options
+	defaultDir, dirErr := emulator.DefaultDataDir()
+	cmd := &cobra.Command{
+		Use:   "iothub-emulator",
+		Short: "Run a local IoT Hub (registry and twins over HTTPS, devices over MQTT)",
+		Long:  long,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dataDir == "" && !o.inMemory && dirErr != nil {
+				return cli.Usage(dirErr)
+			}
+			if cmd.Flags().Changed("data-dir") && o.inMemory {
+				return cli.Usagef("--data-dir and --in-memory cannot be used together")
+			}
+			level, err := parseLevel(o.logLevel)
+			if err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+			return serve(cmd, env.Stdout, o, logger)
+		},
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.httpsAddr, "https-addr", DefaultHTTPSAddr, "address for the service API over HTTPS (and MQTT over WebSockets)")
+	f.StringVar(&o.hostName, "hostname", emulator.DefaultHostName, "host name of the hub, as clients write it in connection strings")
+	f.StringVar(&o.dataDir, "data-dir", defaultDir, "directory that keeps identities, twins, keys and certificates")
+	cmd.Flags().StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
+	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	cmd.AddCommand(newEnvCommand(env, &o, dirErr))
+	return cmd
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, cli.Usagef("--log-level %q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger) error {
+	ctx := cmd.Context()
+	e, err := emulator.Start(ctx, emulator.Config{
+		HTTPSAddr: o.httpsAddr,
+		MQTTAddr:  o.mqttAddr,
+		HostName:  o.hostName,
+		DataDir:   o.dataDir,
+		InMemory:  o.inMemory,
+		Logger:    logger,
+	})
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	if _, err := io.WriteString(stdout, emulator.ShellLines(e.ServiceConnectionString(), e.CAFile())); err != nil {
+		e.Close()
+		return fmt.Errorf("print settings: %w", err)
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := e.Close(); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
+
+func newEnvCommand(env *cli.Env, o *options, dirErr error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "env",
+		Short: "Print the connection settings of the hub in --data-dir without serving",
+		Long: `env prints the same two shell-ready lines iothub-emulator prints on start
+(IOTHUB_CONNECTION_STRING and IOTHUB_CA_FILE) for the hub kept in --data-dir,
+creating its keys and certificates if it has none yet. The host name and
+port are those of the last start on that directory unless --hostname or
+--https-addr is given. Use it in scripts: eval "$(iothub-emulator env)".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dataDir == "" {
+				if dirErr != nil {
+					return cli.Usage(dirErr)
+				}
+				return cli.Usagef("--data-dir is empty")
+			}
+			host, port, err := envEndpoint(cmd, o)
+			if err != nil {
+				return err
+			}
+			lines, err := emulator.EnvLines(o.dataDir, host, port)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(env.Stdout, lines)
+			return err
+		},
+	}
+}
+
+// envEndpoint picks the host name and port env prints.
+func envEndpoint(cmd *cobra.Command, o *options) (host, port string, err error) {
+	flags := cmd.Flags()
+	if !flags.Changed("hostname") && !flags.Changed("https-addr") {
+		h, p, ok, err := emulator.LastEndpoint(o.dataDir)
+		if err != nil {
+			return "", "", err
+		}
+		if ok {
+			return h, p, nil
+		}
+	}
+	_, port, err = net.SplitHostPort(o.httpsAddr)
+	if err != nil {
+		return "", "", cli.Usagef("--https-addr %q is not host:port", o.httpsAddr)
+	}
+	if port == "0" || strings.TrimSpace(port) == "" {
+		return "", "", cli.Usagef("--https-addr %q has no fixed port to print", o.httpsAddr)
+	}
+	return o.hostName, port, nil
+}

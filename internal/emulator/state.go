@@ -1,0 +1,144 @@
+package emulator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+)
+
+// Files of a data directory besides the certificates.
+const (
+	dbFile       = "hub.db"
+	policiesFile = "policies.json"
+	endpointFile = "endpoint.json"
+)
+
+// DefaultDataDir is the per-user directory the emulator keeps its hub in.
+func DefaultDataDir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find a per-user cache directory (set --data-dir): %w", err)
+	}
+	return filepath.Join(base, "iothub-emulator"), nil
+}
+
+type policiesDoc struct {
+	Policies []hub.Policy `json:"policies"`
+}
+
+// loadOrCreatePolicies reads the hub's shared access policies, creating
+// the default ones with fresh keys on first use. They live in a file of
+// their own so that `env` can read them while an emulator holds the store.
+func loadOrCreatePolicies(dir string) ([]hub.Policy, error) {
+	path := filepath.Join(dir, policiesFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var doc policiesDoc
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if len(doc.Policies) == 0 {
+			return nil, fmt.Errorf("read %s: no policies", path)
+		}
+		return doc.Policies, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read policies: %w", err)
+	}
+	ps, err := hub.DefaultPolicies()
+	if err != nil {
+		return nil, err
+	}
+	b, err = json.MarshalIndent(policiesDoc{Policies: ps}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode policies: %w", err)
+	}
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// endpoint is where the last emulator on a data directory served.
+type endpoint struct {
+	HostName string `json:"hostName"`
+	Port     string `json:"port"`
+}
+
+func readEndpoint(dir string) (endpoint, bool, error) {
+	path := filepath.Join(dir, endpointFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return endpoint{}, false, nil
+	}
+	if err != nil {
+		return endpoint{}, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	var ep endpoint
+	if err := json.Unmarshal(b, &ep); err != nil || ep.HostName == "" || ep.Port == "" {
+		return endpoint{}, false, fmt.Errorf("read %s: not an endpoint record", path)
+	}
+	return ep, true, nil
+}
+
+func writeEndpoint(dir string, ep endpoint) error {
+	b, err := json.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("encode endpoint: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, endpointFile), b, 0o644)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ShellLines returns the two lines the emulator prints for scripts:
+// IOTHUB_CONNECTION_STRING='…' and IOTHUB_CA_FILE=… (quoted when needed).
+func ShellLines(connectionString, caFile string) string {
+	return "IOTHUB_CONNECTION_STRING=" + shellQuote(connectionString) + "\n" +
+		"IOTHUB_CA_FILE=" + shellQuoteIfNeeded(caFile) + "\n"
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func shellQuoteIfNeeded(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%,=", r)) {
+			return shellQuote(s)
+		}
+	}
+	if s == "" {
+		return "''"
+	}
+	return s
+}
