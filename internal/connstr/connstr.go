@@ -102,7 +102,12 @@ func Parse(s string) (ConnectionString, error) {
 		}
 		canonical := canonicalField(name)
 		if canonical == "" {
-			return ConnectionString{}, &Error{Field: name, Reason: "unknown field (allowed: " + strings.Join(knownFields, ", ") + ")"}
+			allowed := "unknown field (allowed: " + strings.Join(knownFields, ", ") + ")"
+			if !looksLikeFieldName(name) {
+				// Probably a key pasted on its own: never echo it.
+				return ConnectionString{}, &Error{Reason: fmt.Sprintf("member %d: %s", i+1, allowed)}
+			}
+			return ConnectionString{}, &Error{Field: name, Reason: allowed}
 		}
 		if seen[canonical] {
 			return ConnectionString{}, &Error{Field: canonical, Reason: "duplicate field"}
@@ -136,6 +141,21 @@ func Parse(s string) (ConnectionString, error) {
 		return ConnectionString{}, err
 	}
 	return cs, nil
+}
+
+// looksLikeFieldName reports whether an unknown name is safe to echo: short
+// and alphanumeric. Any base64 key of 16 bytes or more is longer, so a key
+// written without its "SharedAccessKey=" is not repeated in errors.
+func looksLikeFieldName(name string) bool {
+	if len(name) > 20 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func canonicalField(name string) string {
@@ -187,7 +207,9 @@ func (c ConnectionString) Validate() error {
 	return nil
 }
 
-// checkHost accepts a DNS name or IP literal with an optional port.
+// checkHost accepts a DNS name or IP literal with an optional port. Its
+// errors never quote the value: a missing ';' can pull the next member,
+// key included, into it.
 func checkHost(h string) error {
 	host := h
 	if strings.Contains(h, ":") {
@@ -196,20 +218,20 @@ func checkHost(h string) error {
 			if ip := net.ParseIP(strings.Trim(h, "[]")); ip != nil {
 				return nil
 			}
-			return fmt.Errorf("%q is not host or host:port", h)
+			return fmt.Errorf("not of the form host or host:port")
 		}
 		n, err := strconv.Atoi(port)
 		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+			return fmt.Errorf("port is not a number from 1 to 65535")
 		}
 		host = hp
 	}
 	if host == "" {
 		return fmt.Errorf("empty host name")
 	}
-	for _, r := range host {
+	for i, r := range host {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ':') {
-			return fmt.Errorf("%q has character %q (allowed: letters, digits, '-', '.')", host, r)
+			return fmt.Errorf("character %q at position %d is not allowed (allowed: letters, digits, '-', '.')", r, i+1)
 		}
 	}
 	return nil
