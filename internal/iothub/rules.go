@@ -102,74 +102,45 @@ func ValidateTwinDoc(section string, doc map[string]json.RawMessage, maxBytes in
 	return nil
 }
 
-// checkMember validates key: raw at depth and returns its size as the hub
-// counts it.
-func checkMember(path, key string, raw json.RawMessage, depth int) (int, error) {
+// checkMember validates the member key: raw and returns its size as the hub
+// counts it. An object or array value would open nesting level level (1
+// for the document's own members).
+func checkMember(path, key string, raw json.RawMessage, level int) (int, error) {
 	p := path + "." + key
 	if reason := ValidateTwinKey(key); reason != "" {
 		return 0, &TwinError{Path: p, Reason: reason}
 	}
-	if depth > MaxTwinDepth {
-		return 0, &TwinError{Path: p, Reason: fmt.Sprintf("nested deeper than %d levels", MaxTwinDepth)}
+	n, err := checkValue(p, raw, level)
+	if err != nil {
+		return 0, err
 	}
-	size := len(key)
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return 0, &TwinError{Path: p, Reason: "missing value"}
-	}
-	switch raw[0] {
-	case '{':
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &obj); err != nil {
-			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
-		}
-		for k, v := range obj {
-			n, err := checkMember(p, k, v, depth+1)
-			if err != nil {
-				return 0, err
-			}
-			size += n
-		}
-	case '[':
-		var arr []json.RawMessage
-		if err := json.Unmarshal(raw, &arr); err != nil {
-			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
-		}
-		for i, v := range arr {
-			n, err := checkValue(fmt.Sprintf("%s[%d]", p, i), v, depth+1)
-			if err != nil {
-				return 0, err
-			}
-			size += n
-		}
-	default:
-		n, err := checkValue(p, raw, depth)
-		if err != nil {
-			return 0, err
-		}
-		size += n
-	}
-	return size, nil
+	return len(key) + n, nil
 }
 
-// checkValue validates an array element or a scalar.
-func checkValue(p string, raw json.RawMessage, depth int) (int, error) {
+// checkValue validates a member value or array element. An object or
+// array value opens nesting level level, which may be at most
+// MaxTwinDepth: the hub's own example of the limit nests ten objects and
+// puts a scalar member inside the tenth.
+func checkValue(p string, raw json.RawMessage, level int) (int, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return 0, &TwinError{Path: p, Reason: "missing value"}
+	}
+	switch raw[0] {
+	case '{', '[':
+		if level > MaxTwinDepth {
+			return 0, &TwinError{Path: p, Reason: fmt.Sprintf("nested deeper than %d levels", MaxTwinDepth)}
+		}
 	}
 	switch raw[0] {
 	case '{':
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &obj); err != nil {
 			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
-		}
-		if depth > MaxTwinDepth {
-			return 0, &TwinError{Path: p, Reason: fmt.Sprintf("nested deeper than %d levels", MaxTwinDepth)}
 		}
 		size := 0
 		for k, v := range obj {
-			n, err := checkMember(p, k, v, depth+1)
+			n, err := checkMember(p, k, v, level+1)
 			if err != nil {
 				return 0, err
 			}
@@ -177,16 +148,13 @@ func checkValue(p string, raw json.RawMessage, depth int) (int, error) {
 		}
 		return size, nil
 	case '[':
-		if depth > MaxTwinDepth {
-			return 0, &TwinError{Path: p, Reason: fmt.Sprintf("nested deeper than %d levels", MaxTwinDepth)}
-		}
 		var arr []json.RawMessage
 		if err := json.Unmarshal(raw, &arr); err != nil {
 			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
 		}
 		size := 0
 		for i, v := range arr {
-			n, err := checkValue(fmt.Sprintf("%s[%d]", p, i), v, depth+1)
+			n, err := checkValue(fmt.Sprintf("%s[%d]", p, i), v, level+1)
 			if err != nil {
 				return 0, err
 			}
@@ -209,8 +177,14 @@ func checkValue(p string, raw json.RawMessage, depth int) (int, error) {
 		}
 		return n, nil
 	case 't', 'f':
+		if string(raw) != "true" && string(raw) != "false" {
+			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
+		}
 		return 4, nil
 	case 'n':
+		if string(raw) != "null" {
+			return 0, &TwinError{Path: p, Reason: "not valid JSON"}
+		}
 		return 0, nil
 	default:
 		var f float64
