@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
@@ -859,5 +861,31 @@ func TestTelemetryEnabled(t *testing.T) {
 	cs := connstr.ConnectionString{HostName: "hub.azure-devices.net", SharedAccessKeyName: "p", SharedAccessKey: testKey}
 	if _, err := NewClient(cs, &ClientOptions{azcore.ClientOptions{}}); err != nil {
 		t.Fatalf("NewClient with telemetry on: %v", err)
+	}
+}
+
+func TestUntrustedCertificateIsNotRetried(t *testing.T) {
+	hub := newTestHub(t)
+	cs := connstr.ConnectionString{HostName: hub.host(), SharedAccessKeyName: testPolicy, SharedAccessKey: testKey}
+	// System roots only: the test hub's certificate is not trusted.
+	opts := hub.options(t)
+	opts.Transport = hubtls.HTTPClient(nil)
+	c, err := NewClient(cs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetDevice(context.Background(), "d1")
+	var certErr *tls.CertificateVerificationError
+	if !errors.As(err, &certErr) {
+		t.Fatalf("GetDevice against an untrusted hub: %v, want a *tls.CertificateVerificationError in the chain", err)
+	}
+	if !strings.HasPrefix(err.Error(), "GET /devices/d1: ") {
+		t.Errorf("error %q does not name the request", err)
+	}
+	if StatusCode(err) != 0 {
+		t.Errorf("StatusCode = %d, want 0 for a transport error", StatusCode(err))
+	}
+	if n := hub.conns.Load(); n != 1 {
+		t.Errorf("client connected %d times, want 1 (no retries)", n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +74,7 @@ type testHub struct {
 	devs   map[string]iothub.Device
 	mods   map[string]map[string]iothub.Module
 	twins  map[string]*iothub.Twin // key: device + "\x00" + module
+	conns  atomic.Int32            // TCP connections accepted
 }
 
 func newTestHub(t *testing.T) *testHub {
@@ -104,7 +108,14 @@ func newTestHub(t *testing.T) *testHub {
 		hubError(w, http.StatusNotFound, iothub.NotFound, "no such route")
 	})
 	h.mux = mux
-	h.srv = httptest.NewTLSServer(h)
+	h.srv = httptest.NewUnstartedServer(h)
+	h.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			h.conns.Add(1)
+		}
+	}
+	h.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are part of the tests
+	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h
 }

@@ -1,6 +1,9 @@
 package registry
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -36,7 +39,23 @@ func (p *sasPolicy) Do(req *policy.Request) (*http.Response, error) {
 		return nil, nonRetriable{errNotHTTPS}
 	}
 	req.Raw().Header.Set("Authorization", p.current())
-	return req.Next()
+	resp, err := req.Next()
+	if err != nil && isCertificateError(err) {
+		// An untrusted or mismatched certificate stays so: retrying only
+		// delays the message that says which CA file to pass.
+		return nil, nonRetriable{err}
+	}
+	return resp, err
+}
+
+// isCertificateError reports whether err is a failed verification of the
+// server's certificate.
+func isCertificateError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verr) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 // current returns the cached token, minting a new one when it is close to
