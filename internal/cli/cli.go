@@ -59,6 +59,12 @@ func SystemEnv() *Env {
 func Main(newCmd func(*Env) *cobra.Command) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal, restore the default handling so that a
+		// second Ctrl-C ends a command that is slow to wind down.
+		<-ctx.Done()
+		stop()
+	}()
 	env := SystemEnv()
 	return Run(ctx, env, newCmd(env), os.Args[1:])
 }
