@@ -1,0 +1,266 @@
+package mqttgw
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+)
+
+// DefaultAddr is where MQTT over TLS listens unless told otherwise.
+const DefaultAddr = "127.0.0.1:8883"
+
+// WebSocketPath is where the real hub serves MQTT over WebSockets, on the
+// same HTTPS listener as its REST API.
+const WebSocketPath = "/$iothub/websocket"
+
+// Config configures a Gateway.
+type Config struct {
+	// Hub is the emulator's hub core.
+	Hub Hub
+	// Addr is the MQTT-over-TLS listen address (DefaultAddr when empty).
+	Addr string
+	// TLSConfig is the server TLS configuration of that listener. It must
+	// hold a certificate; TLS 1.2 is the lowest version served.
+	TLSConfig *tls.Config
+	// Logger receives connection events. Passwords and tokens are never
+	// logged. Nil discards.
+	Logger *slog.Logger
+}
+
+// Gateway serves IoT Hub's device-side MQTT dialect on an embedded broker:
+// MQTT 3.1.1 over TLS on its own listener, and over WebSockets through
+// ServeHTTP.
+type Gateway struct {
+	hub Hub
+	log *slog.Logger
+	srv *mqtt.Server
+	tls *tlsListener
+	ws  *wsListener
+
+	cancelDesired func()
+	closeOnce     sync.Once
+
+	// conns holds every authenticated connection by its network
+	// connection; live holds each identity's current connection.
+	conns sync.Map // net.Conn → *conn
+	live  sync.Map // hub.IdentityRef → *conn
+	// stripes serialise connect and disconnect bookkeeping per identity,
+	// so the hub's connectionState always ends with the newest event.
+	stripes [64]sync.Mutex
+	seed    maphash.Seed
+}
+
+// conn is the gateway's state for one authenticated MQTT connection.
+type conn struct {
+	cl     *mqtt.Client
+	id     hub.IdentityRef
+	prefix string       // internalPrefix of the client ID
+	expiry *time.Timer  // closes the connection when its token expires
+	live   atomic.Bool  // still the identity's current connection
+	active atomic.Int64 // unix second of the last activity given to the hub
+}
+
+// touch records activity on c, at most once a second per connection.
+func (g *Gateway) touch(c *conn) {
+	now := time.Now()
+	sec := now.Unix()
+	if c.active.Swap(sec) != sec {
+		g.hub.RecordActivity(c.id, now)
+	}
+}
+
+// Start opens the MQTT-over-TLS listener and starts the broker. The
+// WebSocket endpoint is g itself (an http.Handler), to be mounted at
+// WebSocketPath on the HTTPS server.
+func Start(cfg Config) (*Gateway, error) {
+	if cfg.Hub == nil {
+		return nil, errors.New("mqtt gateway: no hub")
+	}
+	if cfg.TLSConfig == nil {
+		return nil, errors.New("mqtt gateway: no TLS configuration")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+
+	tlsConf := cfg.TLSConfig.Clone()
+	if tlsConf.MinVersion < tls.VersionTLS12 {
+		tlsConf.MinVersion = tls.VersionTLS12
+	}
+	// The HTTPS server's ALPN list ("h2", "http/1.1") would make the TLS
+	// stack refuse an MQTT client that offers its own protocol names.
+	tlsConf.NextProtos = nil
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt gateway: listen on %s: %w", addr, err)
+	}
+
+	g := &Gateway{
+		hub:  cfg.Hub,
+		log:  log,
+		seed: maphash.MakeSeed(),
+	}
+	g.srv = mqtt.New(&mqtt.Options{
+		InlineClient:           true,
+		Capabilities:           brokerCapabilities(),
+		Logger:                 slog.New(brokerLogHandler{log.Handler()}),
+		SysTopicResendInterval: 24 * 60 * 60, // nobody may subscribe to $SYS
+	})
+	ended := func(nc net.Conn) { g.disconnected(nc) }
+	g.tls = newTLSListener("mqtts", ln, tlsConf, log, ended)
+	g.ws = newWSListener("wss", log, ended)
+
+	if err := g.srv.AddHook(&hook{g: g}, nil); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("mqtt gateway: add hook: %w", err)
+	}
+	for _, l := range []listeners.Listener{g.tls, g.ws} {
+		if err := g.srv.AddListener(l); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("mqtt gateway: add listener %s: %w", l.ID(), err)
+		}
+	}
+	if err := g.srv.Serve(); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("mqtt gateway: start broker: %w", err)
+	}
+	g.cancelDesired = cfg.Hub.SubscribeDesired(g.deliverDesired)
+	log.Info("MQTT gateway listening", "addr", ln.Addr().String(), "websocket", WebSocketPath)
+	return g, nil
+}
+
+// brokerCapabilities are the broker settings IoT Hub's dialect needs,
+// sized so that idle connections stay small.
+func brokerCapabilities() *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumQos = 1                   // QoS 2 subscriptions are granted QoS 1
+	c.MinimumProtocolVersion = 4       // MQTT 3.1.1
+	c.MaximumClientWritesPending = 512 // per-connection queue of outgoing packets
+	c.MaximumPacketSize = 512 << 10    // telemetry is at most 256 KiB
+	c.SharedSubAvailable = 0
+	c.WildcardSubAvailable = 1
+	c.RetainAvailable = 1 // accepted and ignored: nothing is routed between clients
+	return c
+}
+
+// Addr is the address of the MQTT-over-TLS listener.
+func (g *Gateway) Addr() net.Addr { return g.tls.ln.Addr() }
+
+// ServeHTTP accepts MQTT over WebSockets (subprotocol "mqtt").
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.ws.ServeHTTP(w, r) }
+
+// Close stops taking desired patches, closes the listeners and every
+// connection, and waits for them to end. The hub must stay usable until
+// Close returns (disconnections are recorded in it).
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.cancelDesired()
+		_ = g.srv.Close()
+	})
+	return nil
+}
+
+func (g *Gateway) stripe(id hub.IdentityRef) *sync.Mutex {
+	h := maphash.String(g.seed, id.DeviceID) ^ maphash.String(g.seed, id.ModuleID)
+	return &g.stripes[h%uint64(len(g.stripes))]
+}
+
+// connOf returns the gateway's state of an authenticated client.
+func (g *Gateway) connOf(cl *mqtt.Client) *conn {
+	if cl.Net.Conn == nil {
+		return nil // the broker's inline client
+	}
+	if v, ok := g.conns.Load(cl.Net.Conn); ok {
+		return v.(*conn)
+	}
+	return nil
+}
+
+// connected makes c its identity's live connection and arms the token
+// expiry.
+func (g *Gateway) connected(c *conn, tokenExpiry time.Time) {
+	now := time.Now()
+	mu := g.stripe(c.id)
+	mu.Lock()
+	g.conns.Store(c.cl.Net.Conn, c)
+	if old, ok := g.live.Swap(c.id, c); ok {
+		old.(*conn).live.Store(false)
+	}
+	c.live.Store(true)
+	g.hub.SetConnectionState(c.id, true, now)
+	mu.Unlock()
+
+	cl := c.cl
+	c.expiry = time.AfterFunc(tokenExpiry.Sub(now), func() {
+		g.log.Info("closing MQTT connection: its SAS token expired", "identity", c.id.String())
+		cl.Stop(errTokenExpired)
+	})
+}
+
+var errTokenExpired = errors.New("SAS token expired")
+
+// disconnected forgets the connection nc; if it was its identity's live
+// connection, the identity is now disconnected. The broker reports most
+// ends; listeners report every end, which covers a client that goes away
+// between authentication and CONNACK.
+func (g *Gateway) disconnected(nc net.Conn) (*conn, bool) {
+	v, ok := g.conns.LoadAndDelete(nc)
+	if !ok {
+		return nil, false
+	}
+	c := v.(*conn)
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	mu := g.stripe(c.id)
+	mu.Lock()
+	defer mu.Unlock()
+	if !g.live.CompareAndDelete(c.id, c) {
+		return c, false
+	}
+	c.live.Store(false)
+	g.hub.SetConnectionState(c.id, false, time.Now())
+	return c, true
+}
+
+// deliverDesired pushes a committed desired change to its identity's live
+// connection, if there is one and it subscribed to desired patches. It
+// runs on the committing goroutine: the broker only queues the packet.
+func (g *Gateway) deliverDesired(p hub.DesiredPatch) {
+	v, ok := g.live.Load(p.Identity)
+	if !ok {
+		return // not queued for a disconnected identity, as the real hub
+	}
+	c := v.(*conn)
+	topic := c.prefix + twinDesiredPrefix + strconv.FormatInt(p.Version, 10)
+	if err := g.srv.Publish(topic, p.Body, false, 1); err != nil {
+		g.log.Debug("desired patch not delivered", "identity", p.Identity.String(), "version", p.Version, "error", err)
+	}
+}
+
+// respond sends a twin response to c, if c subscribed to twin responses.
+func (g *Gateway) respond(c *conn, status int, rid, extra string, body []byte) {
+	topic := c.prefix + twinResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid + extra
+	if err := g.srv.Publish(topic, body, false, 1); err != nil {
+		g.log.Debug("twin response not delivered", "identity", c.id.String(), "status", status, "error", err)
+	}
+}
