@@ -186,7 +186,7 @@ func mergeInto(doc object, m *meta, patch object, at time.Time, version int64) {
 const timeLayout = "2006-01-02T15:04:05.0000000Z"
 
 // formatTime renders t; a never-set time is "0001-01-01T00:00:00Z", or
-// without the Z where the hub writes it so (identity PUT responses).
+// without the Z where the hub writes it so (identity create responses).
 func formatTime(t time.Time, zeroWithoutZ bool) string {
 	if t.IsZero() {
 		if zeroWithoutZ {

@@ -192,9 +192,10 @@ func (h *Hub) CreateOrUpdateDevice(deviceID string, req iothub.Device, cond IfMa
 	id.DeviceScope = req.DeviceScope
 	id.ParentScopes = req.ParentScopes
 	id.ETag = h.nextETag()
+	created := prev == nil
 	d.identity = id
 	h.devices[deviceID] = d
-	view := h.deviceView(id, true)
+	view := h.deviceView(id, created)
 	p := h.commit(h.putOps(id))
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
@@ -319,7 +320,7 @@ func (h *Hub) CreateOrUpdateModule(deviceID, moduleID string, req iothub.Module,
 	id.Auth = auth
 	id.ETag = h.nextETag()
 	d.modules[moduleID] = id
-	view := h.moduleView(id, true)
+	view := h.moduleView(id, m == nil)
 	p := h.commit(h.putOps(id))
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
@@ -384,9 +385,10 @@ func connectionState(id *identity) string {
 	return iothub.Disconnected
 }
 
-// deviceView renders a device; afterPut selects the never-set time form a
-// real hub uses in PUT responses.
-func (h *Hub) deviceView(id *identity, afterPut bool) iothub.Device {
+// deviceView renders a device; justCreated selects the never-set time form
+// a real hub uses in the response to a create ("0001-01-01T00:00:00",
+// without the Z it writes everywhere else).
+func (h *Hub) deviceView(id *identity, justCreated bool) iothub.Device {
 	return iothub.Device{
 		DeviceID:                   id.DeviceID,
 		GenerationID:               id.GenerationID,
@@ -394,9 +396,9 @@ func (h *Hub) deviceView(id *identity, afterPut bool) iothub.Device {
 		ConnectionState:            connectionState(id),
 		Status:                     id.Status,
 		StatusReason:               id.StatusReason,
-		ConnectionStateUpdatedTime: formatTime(id.connUpdated, afterPut),
-		StatusUpdatedTime:          formatTime(id.StatusUpdated, afterPut),
-		LastActivityTime:           formatTime(id.lastActivity, afterPut),
+		ConnectionStateUpdatedTime: formatTime(id.connUpdated, justCreated),
+		StatusUpdatedTime:          formatTime(id.StatusUpdated, justCreated),
+		LastActivityTime:           formatTime(id.lastActivity, justCreated),
 		Authentication:             id.Auth.view(),
 		Capabilities:               &iothub.DeviceCapabilities{IoTEdge: id.IoTEdge},
 		DeviceScope:                id.DeviceScope,
@@ -404,7 +406,7 @@ func (h *Hub) deviceView(id *identity, afterPut bool) iothub.Device {
 	}
 }
 
-func (h *Hub) moduleView(id *identity, afterPut bool) iothub.Module {
+func (h *Hub) moduleView(id *identity, justCreated bool) iothub.Module {
 	return iothub.Module{
 		ModuleID:                   id.ModuleID,
 		ManagedBy:                  id.ManagedBy,
@@ -412,8 +414,8 @@ func (h *Hub) moduleView(id *identity, afterPut bool) iothub.Module {
 		GenerationID:               id.GenerationID,
 		ETag:                       identityETag(id.ETag),
 		ConnectionState:            connectionState(id),
-		ConnectionStateUpdatedTime: formatTime(id.connUpdated, afterPut),
-		LastActivityTime:           formatTime(id.lastActivity, afterPut),
+		ConnectionStateUpdatedTime: formatTime(id.connUpdated, justCreated),
+		LastActivityTime:           formatTime(id.lastActivity, justCreated),
 		Authentication:             id.Auth.view(),
 	}
 }
