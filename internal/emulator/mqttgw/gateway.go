@@ -124,6 +124,9 @@ func Start(cfg Config) (*Gateway, error) {
 		Capabilities:           brokerCapabilities(),
 		Logger:                 slog.New(brokerLogHandler{log.Handler()}),
 		SysTopicResendInterval: 24 * 60 * 60, // nobody may subscribe to $SYS
+		// Packets larger than the buffer are read in several steps; a small
+		// buffer keeps idle connections cheap.
+		ClientNetReadBufferSize: 1024,
 	})
 	ended := func(nc net.Conn) { g.disconnected(nc) }
 	g.tls = newTLSListener("mqtts", ln, tlsConf, log, ended)
@@ -154,7 +157,7 @@ func brokerCapabilities() *mqtt.Capabilities {
 	c := mqtt.NewDefaultServerCapabilities()
 	c.MaximumQos = 1                   // QoS 2 subscriptions are granted QoS 1
 	c.MinimumProtocolVersion = 4       // MQTT 3.1.1
-	c.MaximumClientWritesPending = 512 // per-connection queue of outgoing packets
+	c.MaximumClientWritesPending = 256 // per-connection queue of outgoing packets
 	c.MaximumPacketSize = 512 << 10    // telemetry is at most 256 KiB
 	c.SharedSubAvailable = 0
 	c.WildcardSubAvailable = 1
