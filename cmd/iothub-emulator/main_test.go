@@ -204,7 +204,7 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	const killAfter = 400 // acknowledged writes before the kill
 	var mu sync.Mutex
 	acked := 0
-	devices := map[string]bool{}     // acknowledged creates
+	devices := map[string]bool{}      // acknowledged creates
 	lastValue := make([]int, writers) // last acknowledged desired value per writer
 	killed := make(chan struct{})
 	var once sync.Once
