@@ -19,6 +19,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/certs"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
 )
@@ -29,13 +30,14 @@ const (
 	// defaultHTTPSAddr for in-process use picks a free port; the command
 	// line tool has its own fixed default.
 	defaultHTTPSAddr = "127.0.0.1:0"
+	defaultMQTTAddr  = "127.0.0.1:0"
 	shutdownTimeout  = 5 * time.Second
 )
 
 // Config configures an emulator.
 type Config struct {
 	HTTPSAddr string // service API (and MQTT over WebSockets); "" = 127.0.0.1:0
-	MQTTAddr  string // MQTT over TLS
+	MQTTAddr  string // MQTT over TLS; "" = 127.0.0.1:0
 	HostName  string // the hub's host name in tokens and certificates; "" = localhost
 	DataDir   string // "" = DefaultDataDir(); ignored with InMemory
 	InMemory  bool   // keep nothing: a temporary directory removed on Close
@@ -58,6 +60,7 @@ type Emulator struct {
 	port     string
 	serving  bool          // the HTTPS server owns httpsLn
 	served   chan struct{} // closed when the HTTPS server has stopped
+	mqtt     *mqttgw.Gateway
 	mqttAddr string
 
 	closeOnce sync.Once
@@ -117,6 +120,20 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	}
 	e.mux = http.NewServeMux()
 	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest")})
+	mqttAddr := cfg.MQTTAddr
+	if mqttAddr == "" {
+		mqttAddr = defaultMQTTAddr
+	}
+	if e.mqtt, err = mqttgw.Start(mqttgw.Config{
+		Hub:       e.hub,
+		Addr:      mqttAddr,
+		TLSConfig: e.tlsConf,
+		Logger:    e.log.With("component", "mqtt"),
+	}); err != nil {
+		return nil, err
+	}
+	e.mqttAddr = e.mqtt.Addr().String()
+	e.mux.Handle(mqttgw.WebSocketPath, e.mqtt)
 	e.https = &http.Server{
 		Handler:           e.mux,
 		TLSConfig:         e.tlsConf.Clone(),
@@ -166,7 +183,7 @@ func (e *Emulator) openDataDir() error {
 // HTTPSAddr returns the address the HTTPS listener is bound to.
 func (e *Emulator) HTTPSAddr() string { return e.httpsLn.Addr().String() }
 
-// MQTTAddr returns the address of the MQTT listener, "" when there is none.
+// MQTTAddr returns the address the MQTT-over-TLS listener is bound to.
 func (e *Emulator) MQTTAddr() string { return e.mqttAddr }
 
 // HostName returns the hub's host name without port.
@@ -242,6 +259,9 @@ func (e *Emulator) Close() error {
 // release frees what Start acquired, in reverse order.
 func (e *Emulator) release() error {
 	var errs []error
+	if e.mqtt != nil {
+		errs = append(errs, e.mqtt.Close()) // before the hub: it records the disconnections
+	}
 	if e.httpsLn != nil && !e.serving {
 		e.httpsLn.Close()
 	}
