@@ -8,9 +8,12 @@
 //	stop NAME [INT|TERM|KILL]      send a signal (default INT)
 //	waitexit NAME [CODE]           wait for NAME to exit and check its exit code (default 0)
 //	mqtt-link up|down              connect or cut MQTT between the clients and the emulator
-//	json FILE PATH [WANT]          FILE (or "stdout") is one JSON value per line; print PATH of the
-//	                               last line (a.b.0.c), and compare it with WANT when given
-//	keys-of FILE                   print the keys of the JSON object in FILE, sorted
+//	[!] json FILE PATH WANT        FILE (or "stdout") holds JSON values; the value at PATH
+//	                               (a.b.0.c) of the last one equals WANT
+//	json-same FILE1 FILE2 PATH     PATH has the same value in the last lines of both files
+//	setenv-json VAR FILE PATH      set VAR to the string at PATH in FILE's last line
+//	write-env VAR FILE             write the value of VAR to FILE
+//	swap-key VAR KEY               set VAR to $IOTHUB_CONNECTION_STRING with its key replaced by KEY
 package e2e
 
 import (
@@ -19,10 +22,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +36,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator"
 )
 
@@ -69,13 +74,16 @@ func TestScripts(t *testing.T) {
 		RequireUniqueNames:  true,
 		Setup:               setup,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"start":     cmdStart,
-			"await":     cmdAwait,
-			"stop":      cmdStop,
-			"waitexit":  cmdWaitExit,
-			"mqtt-link": cmdMQTTLink,
-			"json":      cmdJSON,
-			"keys-of":   cmdKeysOf,
+			"start":       cmdStart,
+			"await":       cmdAwait,
+			"stop":        cmdStop,
+			"waitexit":    cmdWaitExit,
+			"mqtt-link":   cmdMQTTLink,
+			"json":        cmdJSON,
+			"json-same":   cmdJSONSame,
+			"setenv-json": cmdSetenvJSON,
+			"write-env":   cmdWriteEnv,
+			"swap-key":    cmdSwapKey,
 		},
 	})
 }
@@ -150,10 +158,7 @@ func cmdStart(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	stderr, err := os.Create(ts.MkAbs(name + ".stderr"))
 	ts.Check(err)
-	prog, err := exec.LookPath(args[1])
-	if err != nil {
-		prog = args[1]
-	}
+	prog := lookPath(ts, args[1])
 	cmd := exec.Command(prog, args[2:]...)
 	cmd.Dir = ts.Getenv("WORK")
 	cmd.Env = scriptEnv(ts)
@@ -167,6 +172,21 @@ func cmdStart(ts *testscript.TestScript, neg bool, args []string) {
 		close(p.done)
 	}()
 	st.procs[name] = p
+}
+
+// lookPath finds prog in the script's PATH.
+func lookPath(ts *testscript.TestScript, prog string) string {
+	if strings.Contains(prog, string(os.PathSeparator)) {
+		return prog
+	}
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		p := filepath.Join(dir, prog)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	ts.Fatalf("%s not found in $PATH", prog)
+	return ""
 }
 
 // scriptEnv returns the script's environment for a child process.
@@ -291,20 +311,30 @@ func readJSONSource(ts *testscript.TestScript, src string) []byte {
 	return []byte(ts.ReadFile(src))
 }
 
-func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) < 2 || len(args) > 3 {
-		ts.Fatalf("usage: json FILE PATH [WANT]")
-	}
+// lastJSONValue returns the value at path (dot-separated keys and indexes,
+// "." for the whole value) in the last line of src, rendered as a string
+// (strings as is, everything else as JSON).
+func lastJSONValue(ts *testscript.TestScript, src, path string) string {
 	var last any
-	lines := bytes.Split(bytes.TrimSpace(readJSONSource(ts, args[0])), []byte("\n"))
-	for i, line := range lines {
-		if err := json.Unmarshal(line, &last); err != nil {
-			ts.Fatalf("%s line %d is not JSON: %v\n%s", args[0], i+1, err, line)
+	dec := json.NewDecoder(bytes.NewReader(readJSONSource(ts, src)))
+	n := 0
+	for {
+		var v any
+		err := dec.Decode(&v)
+		if err == io.EOF {
+			break
 		}
+		if err != nil {
+			ts.Fatalf("%s: JSON value %d does not parse: %v", src, n+1, err)
+		}
+		last, n = v, n+1
+	}
+	if n == 0 {
+		ts.Fatalf("%s holds no JSON value", src)
 	}
 	v := last
-	if args[1] != "." {
-		for _, part := range strings.Split(args[1], ".") {
+	if path != "." {
+		for _, part := range strings.Split(path, ".") {
 			switch c := v.(type) {
 			case map[string]any:
 				v = c[part]
@@ -320,34 +350,65 @@ func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
 			}
 		}
 	}
-	got := ""
 	switch x := v.(type) {
 	case string:
-		got = x
+		return x
 	case nil:
-		got = "null"
+		return "null"
 	default:
 		b, _ := json.Marshal(x)
-		got = string(b)
-	}
-	ts.Logf("%s %s = %s", args[0], args[1], got)
-	if len(args) == 3 {
-		if (got == args[2]) == neg {
-			ts.Fatalf("%s %s = %s, want %s%s", args[0], args[1], got, map[bool]string{true: "not ", false: ""}[neg], args[2])
-		}
+		return string(b)
 	}
 }
 
-func cmdKeysOf(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: keys-of FILE")
+func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 3 {
+		ts.Fatalf("usage: [!] json FILE PATH WANT")
 	}
-	var m map[string]any
-	ts.Check(json.Unmarshal(readJSONSource(ts, args[0]), &m))
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	got := lastJSONValue(ts, args[0], args[1])
+	if (got == args[2]) == neg {
+		not := ""
+		if neg {
+			not = "not "
+		}
+		ts.Fatalf("%s %s = %s, want %s%s", args[0], args[1], got, not, args[2])
 	}
-	sort.Strings(keys)
-	fmt.Fprintln(ts.Stdout(), strings.Join(keys, " "))
+}
+
+func cmdJSONSame(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: json-same FILE1 FILE2 PATH")
+	}
+	a, b := lastJSONValue(ts, args[0], args[2]), lastJSONValue(ts, args[1], args[2])
+	if a != b || a == "null" {
+		ts.Fatalf("%s differs: %s has %s, %s has %s", args[2], args[0], a, args[1], b)
+	}
+}
+
+func cmdSetenvJSON(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: setenv-json VAR FILE PATH")
+	}
+	v := lastJSONValue(ts, args[1], args[2])
+	if v == "null" || v == "" {
+		ts.Fatalf("%s has no value at %s", args[1], args[2])
+	}
+	ts.Setenv(args[0], v)
+}
+
+func cmdWriteEnv(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: write-env VAR FILE")
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(ts.Getenv(args[0])+"\n"), 0o600))
+}
+
+func cmdSwapKey(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: swap-key VAR KEY")
+	}
+	cs, err := connstr.Parse(ts.Getenv("IOTHUB_CONNECTION_STRING"))
+	ts.Check(err)
+	cs.SharedAccessKey = args[1]
+	ts.Setenv(args[0], cs.Format())
 }
