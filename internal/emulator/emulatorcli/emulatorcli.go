@@ -86,7 +86,7 @@ func NewCommand(env *cli.Env) *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", defaultDir, "directory that keeps identities, twins, keys and certificates")
 	cmd.Flags().StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
-	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
 	cmd.AddCommand(newEnvCommand(env, &o, dirErr))
 	return cmd
 }

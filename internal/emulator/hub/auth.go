@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/base64"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -136,7 +137,7 @@ func (h *Hub) isOwnHost(host string) bool {
 	if strings.EqualFold(host, h.host) {
 		return true
 	}
-	return h.port != "" && strings.EqualFold(host, h.host+":"+h.port)
+	return h.port != "" && strings.EqualFold(host, net.JoinHostPort(h.host, h.port))
 }
 
 // segmentPrefix reports whether path is a prefix of want, segment by

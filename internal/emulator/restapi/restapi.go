@@ -122,9 +122,14 @@ func (a *api) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.H
 		if err := fn(sw, r); err != nil {
 			a.writeError(sw, id, err)
 		}
-		level := slog.LevelInfo
-		if sw.status >= 500 {
+		// Successful requests only at debug level: a busy client would
+		// otherwise flood the log.
+		level := slog.LevelDebug
+		switch {
+		case sw.status >= 500:
 			level = slog.LevelError
+		case sw.status >= 400:
+			level = slog.LevelInfo
 		}
 		a.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
 			"request_id", id, "duration", a.now().Sub(start))
