@@ -3,12 +3,12 @@ package mqttgw_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/google/go-cmp/cmp"
 	"github.com/gorilla/websocket"
 
@@ -68,6 +68,46 @@ func TestModulesReceiveOnlyTheirOwnPatches(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDesiredReplace: a twin PUT over REST reaches the module as a patch
+// that makes its desired properties the new ones.
+func TestDesiredReplace(t *testing.T) {
+	e := newEnv(t)
+	m := e.module(t, "dev", "replaced")
+	e.patchDesired(t, m, `{"old":1,"kept":true}`) // version 2
+	c := e.dial(t, overTLS, m)
+	c.subscribe(t, 1, desiredFilter)
+
+	body := json.RawMessage(`{"properties":{"desired":{"kept":true,"new":"x"}}}`)
+	e.call(t, http.MethodPut, m.twinPath(), `"*"`, body, nil)
+
+	msg := c.next(t)
+	if got, want := msg.Topic(), desiredTopic(3); got != want {
+		t.Errorf("topic = %q, want %q", got, want)
+	}
+	got := decode(t, msg.Payload())
+	want := map[string]any{"old": nil, "kept": true, "new": "x", "$version": float64(3)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("patch (-want +got):\n%s", diff)
+	}
+}
+
+// TestCloseEndsConnections: closing the emulator ends MQTT connections on
+// both transports and frees the MQTT port.
+func TestCloseEndsConnections(t *testing.T) {
+	e := newEnv(t)
+	m1, m2 := e.module(t, "dev", "m1"), e.module(t, "dev", "m2")
+	c1, c2 := e.dial(t, overTLS, m1), e.dial(t, overWebSocket, m2)
+	if err := e.em.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	c1.waitLost(t)
+	c2.waitLost(t)
+	if conn, err := net.Dial("tcp", e.em.MQTTAddr()); err == nil {
+		conn.Close()
+		t.Errorf("the MQTT port %s still accepts connections", e.em.MQTTAddr())
 	}
 }
 
@@ -171,9 +211,7 @@ func TestConnectRefused(t *testing.T) {
 	e := newEnv(t)
 	m1, m2 := e.module(t, "dev", "m1"), e.module(t, "dev", "m2")
 	disabled := e.module(t, "off", "m")
-	if _, err := e.hub.CreateOrUpdateDevice("off", iothub.Device{Status: iothub.Disabled}, hub.IfMatch{Any: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.call(t, http.MethodPut, "/devices/off", `"*"`, iothub.Device{DeviceID: "off", Status: iothub.Disabled}, nil)
 	ghost := identity{ref: hub.IdentityRef{DeviceID: "dev", ModuleID: "ghost"}, key: m1.key}
 	validUser := e.host + "/dev/m1/?api-version=2021-04-12"
 
@@ -421,22 +459,23 @@ func TestPublishRules(t *testing.T) {
 	}
 }
 
+// TestConnectionState reads connectionState and lastActivityTime over
+// REST, for a module and for a device.
 func TestConnectionState(t *testing.T) {
 	e := newEnv(t)
-	m := e.module(t, "dev", "state")
-	before, err := e.hub.GetModule("dev", "state")
-	if err != nil {
-		t.Fatal(err)
+	for _, id := range []identity{e.module(t, "dev", "state"), e.device(t, "state-device")} {
+		t.Run(id.clientID(), func(t *testing.T) { testConnectionState(t, e, id) })
 	}
+}
+
+func testConnectionState(t *testing.T, e *env, m identity) {
+	before := e.registryEntry(t, m)
 	if before.ConnectionState != iothub.Disconnected {
 		t.Errorf("connectionState before connecting = %q, want %q", before.ConnectionState, iothub.Disconnected)
 	}
 
 	c := e.dial(t, overWebSocket, m)
-	during, err := e.hub.GetModule("dev", "state")
-	if err != nil {
-		t.Fatal(err)
-	}
+	during := e.registryEntry(t, m)
 	if during.ConnectionState != iothub.Connected {
 		t.Errorf("connectionState while connected = %q, want %q", during.ConnectionState, iothub.Connected)
 	}
@@ -471,5 +510,3 @@ func TestWebSocketSubprotocol(t *testing.T) {
 		t.Errorf("GET without upgrade: status %d, want %d", r.StatusCode, http.StatusBadRequest)
 	}
 }
-
-var _ paho.Message

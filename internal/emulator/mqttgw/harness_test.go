@@ -2,24 +2,23 @@ package mqttgw_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"fmt"
+	"encoding/json"
+	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
-	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
@@ -29,84 +28,108 @@ import (
 // waitFor bounds every wait for something the gateway signals.
 const waitFor = 10 * time.Second
 
-// env is a hub with its MQTT gateway on loopback.
+// env is an emulator on loopback, reached over REST and MQTT.
 type env struct {
-	hub     *hub.Hub
+	em      *emulator.Emulator
 	host    string
 	mqttURL string // tls://127.0.0.1:port
 	wsURL   string // wss://127.0.0.1:port/$iothub/websocket
+	restURL string // https://127.0.0.1:port
 	clientT *tls.Config
+	rest    *http.Client
+	service *sas.Signer
+	svcHost string // HostName of the service connection string
 	logs    *syncBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	cert, pool := selfSigned(t)
-	h, err := hub.New(hub.Options{HostName: "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
 	logs := &syncBuffer{}
-	gw, err := mqttgw.Start(mqttgw.Config{
-		Hub:       h,
-		Addr:      "127.0.0.1:0",
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	em, err := emulator.Start(t.Context(), emulator.Config{
+		HTTPSAddr: "127.0.0.1:0",
+		MQTTAddr:  "127.0.0.1:0",
+		InMemory:  true,
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle(mqttgw.WebSocketPath, gw)
-	srv := httptest.NewUnstartedServer(mux)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
 	t.Cleanup(func() {
-		gw.Close()
-		srv.Close()
+		if err := em.Close(); err != nil {
+			t.Errorf("close emulator: %v", err)
+		}
 	})
+	pem, err := os.ReadFile(em.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", em.CAFile())
+	}
+	cs, err := connstr.Parse(em.ServiceConnectionString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := sas.NewSigner(cs.SharedAccessKeyName, cs.SharedAccessKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientT := &tls.Config{RootCAs: roots, ServerName: em.HostName()}
+	rest := &http.Client{Transport: &http.Transport{TLSClientConfig: clientT.Clone()}, Timeout: waitFor}
+	t.Cleanup(rest.CloseIdleConnections)
 	return &env{
-		hub:     h,
-		host:    "localhost",
-		mqttURL: "tls://" + gw.Addr().String(),
-		wsURL:   "wss://" + srv.Listener.Addr().String() + mqttgw.WebSocketPath,
-		clientT: &tls.Config{RootCAs: pool, ServerName: "localhost"},
+		em:      em,
+		host:    em.HostName(),
+		mqttURL: "tls://" + em.MQTTAddr(),
+		wsURL:   "wss://" + em.HTTPSAddr() + mqttgw.WebSocketPath,
+		restURL: "https://" + em.HTTPSAddr(),
+		clientT: clientT,
+		rest:    rest,
+		service: signer,
+		svcHost: cs.HostName,
 		logs:    logs,
 	}
 }
 
-// selfSigned makes a certificate for localhost and 127.0.0.1 and a pool
-// that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+// call makes a service API request and decodes a JSON answer into out.
+func (e *env) call(t *testing.T, method, path, ifMatch string, body any, out any) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, e.restURL+path+"?api-version="+iothub.APIVersion, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	tok, _ := e.service.Token(sas.ServiceResource(e.svcHost), time.Hour)
+	req.Header.Set("Authorization", tok)
+	req.Header.Set("Content-Type", "application/json")
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	resp, err := e.rest.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: answer %q: %v", method, path, b, err)
+		}
+	}
 }
 
 // identity is a registered device or module with its primary key.
@@ -116,6 +139,16 @@ type identity struct {
 }
 
 func (i identity) clientID() string { return i.ref.String() }
+
+// path is the identity's registry path; twinPath its twin's.
+func (i identity) path() string {
+	if i.ref.IsModule() {
+		return "/devices/" + url.PathEscape(i.ref.DeviceID) + "/modules/" + url.PathEscape(i.ref.ModuleID)
+	}
+	return "/devices/" + url.PathEscape(i.ref.DeviceID)
+}
+
+func (i identity) twinPath() string { return "/twins" + strings.TrimPrefix(i.path(), "/devices") }
 
 func (e *env) resource(r hub.IdentityRef) string {
 	if r.IsModule() {
@@ -134,59 +167,60 @@ func (e *env) token(t *testing.T, id identity, ttl time.Duration) string {
 	return s.TokenAt(e.resource(id.ref), time.Now().Add(ttl))
 }
 
+// device registers a device over REST; the hub makes its keys.
 func (e *env) device(t *testing.T, deviceID string) identity {
 	t.Helper()
-	d, err := e.hub.CreateOrUpdateDevice(deviceID, iothub.Device{}, hub.IfMatch{})
-	if err != nil {
-		t.Fatalf("create device %s: %v", deviceID, err)
-	}
-	return identity{ref: hub.IdentityRef{DeviceID: deviceID}, key: d.Authentication.SymmetricKey.PrimaryKey}
+	id := identity{ref: hub.IdentityRef{DeviceID: deviceID}}
+	var d iothub.Device
+	e.call(t, http.MethodPut, id.path(), "", iothub.Device{DeviceID: deviceID}, &d)
+	id.key = d.Authentication.SymmetricKey.PrimaryKey
+	return id
 }
 
+// module registers a module (and its device when needed) over REST.
 func (e *env) module(t *testing.T, deviceID, moduleID string) identity {
 	t.Helper()
-	if _, err := e.hub.GetDevice(deviceID); err != nil {
+	if _, err := e.em.Hub().GetDevice(deviceID); err != nil {
 		e.device(t, deviceID)
 	}
-	m, err := e.hub.CreateOrUpdateModule(deviceID, moduleID, iothub.Module{}, hub.IfMatch{})
-	if err != nil {
-		t.Fatalf("create module %s/%s: %v", deviceID, moduleID, err)
-	}
-	return identity{ref: hub.IdentityRef{DeviceID: deviceID, ModuleID: moduleID}, key: m.Authentication.SymmetricKey.PrimaryKey}
+	id := identity{ref: hub.IdentityRef{DeviceID: deviceID, ModuleID: moduleID}}
+	var m iothub.Module
+	e.call(t, http.MethodPut, id.path(), "", iothub.Module{DeviceID: deviceID, ModuleID: moduleID}, &m)
+	id.key = m.Authentication.SymmetricKey.PrimaryKey
+	return id
 }
 
-// patchDesired changes desired properties the way the service API does.
+// patchDesired changes desired properties over REST.
 func (e *env) patchDesired(t *testing.T, id identity, desired string) {
 	t.Helper()
-	if _, err := e.hub.UpdateTwin(id.ref, []byte(`{"properties":{"desired":`+desired+`}}`), hub.IfMatch{}); err != nil {
-		t.Fatalf("patch desired of %s: %v", id.ref, err)
-	}
+	body := json.RawMessage(`{"properties":{"desired":` + desired + `}}`)
+	e.call(t, http.MethodPatch, id.twinPath(), `"*"`, body, nil)
 }
 
 // twin returns the full twin as the service API shows it.
 func (e *env) twin(t *testing.T, id identity) []byte {
 	t.Helper()
-	b, err := e.hub.Twin(id.ref)
-	if err != nil {
-		t.Fatalf("get twin of %s: %v", id.ref, err)
-	}
-	return b
+	var raw json.RawMessage
+	e.call(t, http.MethodGet, id.twinPath(), "", nil, &raw)
+	return raw
+}
+
+// registryEntry is what the registry shows about an identity's connection.
+type registryEntry struct {
+	ConnectionState  string `json:"connectionState"`
+	LastActivityTime string `json:"lastActivityTime"`
+}
+
+func (e *env) registryEntry(t *testing.T, id identity) registryEntry {
+	t.Helper()
+	var r registryEntry
+	e.call(t, http.MethodGet, id.path(), "", nil, &r)
+	return r
 }
 
 func (e *env) connectionState(t *testing.T, id identity) string {
 	t.Helper()
-	if id.ref.IsModule() {
-		m, err := e.hub.GetModule(id.ref.DeviceID, id.ref.ModuleID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m.ConnectionState
-	}
-	d, err := e.hub.GetDevice(id.ref.DeviceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.ConnectionState
+	return e.registryEntry(t, id).ConnectionState
 }
 
 // transport is how a test client reaches the gateway.
@@ -349,4 +383,3 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var _ = fmt.Sprintf
