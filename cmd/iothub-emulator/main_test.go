@@ -194,7 +194,7 @@ func (c *client) do(method, path, body string) (int, []byte, error) {
 // directory and checks that every acknowledged write is there.
 func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	dir := t.TempDir()
-	p := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0")
+	p := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0")
 	c := newClient(t, p)
 	if status, body, err := c.do("PUT", "/devices/twinhost", `{}`); err != nil || status != 200 {
 		t.Fatalf("create = %d %s %v", status, body, err)
@@ -259,7 +259,7 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	}
 	c.http.CloseIdleConnections()
 
-	p2 := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0")
+	p2 := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0")
 	if p2.cs.SharedAccessKey != p.cs.SharedAccessKey {
 		t.Error("the owner key changed across the crash")
 	}
@@ -307,7 +307,7 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 func TestSignalsShutDownCleanly(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			p := start(t, "--in-memory", "--https-addr", "127.0.0.1:0")
+			p := start(t, "--in-memory", "--https-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0")
 			c := newClient(t, p)
 			if status, _, err := c.do("PUT", "/devices/d1", `{}`); err != nil || status != 200 {
 				t.Fatalf("create = %d %v", status, err)
@@ -340,7 +340,7 @@ func TestSignalsShutDownCleanly(t *testing.T) {
 
 func TestPrintedSettings(t *testing.T) {
 	dir := t.TempDir()
-	p := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0", "--hostname", "localhost")
+	p := start(t, "--data-dir", dir, "--https-addr", "127.0.0.1:0", "--hostname", "localhost", "--mqtt-addr", "127.0.0.1:0")
 	host, port, _ := strings.Cut(p.cs.HostName, ":")
 	if host != "localhost" || port == "" || p.cs.SharedAccessKeyName != "iothubowner" {
 		t.Errorf("printed %s; want HostName=localhost:<port> and iothubowner", p.cs)
@@ -380,9 +380,9 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, 2, "unknown flag"},
 		{"argument", []string{"extra"}, 2, "unknown command"},
 		{"in-memory with data-dir", []string{"--in-memory", "--data-dir", "x"}, 2, "--in-memory"},
-		{"bad log level", []string{"--log-level", "loud", "--in-memory"}, 2, "--log-level"},
+		{"bad log level", []string{"--log-level", "loud", "--in-memory", "--https-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"}, 2, "--log-level"},
 		{"env without fixed port", []string{"env", "--data-dir", "DIR", "--https-addr", "127.0.0.1:0"}, 2, "no fixed port"},
-		{"bad address", []string{"--in-memory", "--https-addr", "256.0.0.1:1"}, 1, "--https-addr"},
+		{"bad address", []string{"--in-memory", "--https-addr", "256.0.0.1:1", "--mqtt-addr", "127.0.0.1:0"}, 1, "--https-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

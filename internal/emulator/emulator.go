@@ -153,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		}
 	}()
 	ok = true
-	e.log.Info("serving", "https", e.HTTPSAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory)
+	e.log.Info("serving", "https", e.HTTPSAddr(), "mqtt", e.MQTTAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory)
 	return e, nil
 }
 
