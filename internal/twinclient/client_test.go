@@ -1,0 +1,554 @@
+package twinclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+)
+
+// run is a client running against a test hub.
+type run struct {
+	c      *Client
+	events chan Event
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+	logs   *syncBuffer
+	waited atomic.Int32 // the test took Run's result itself
+}
+
+func startClient(t *testing.T, cs connstr.ConnectionString, opts ...Option) *run {
+	t.Helper()
+	logs := &syncBuffer{}
+	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
+	c, err := New(cs, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{c: c, events: make(chan Event, 10000), cancel: cancel, done: make(chan struct{}), logs: logs}
+	go func() {
+		r.err = c.Run(ctx, func(ev Event) { r.events <- ev })
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		if err := r.stop(); r.waited.Load() == 0 && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	})
+	return r
+}
+
+// stop cancels the run and returns what Run returned.
+func (r *run) stop() error {
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return fmt.Errorf("Run did not return within 10s of cancellation:\n%s", buf)
+	}
+	return r.err
+}
+
+// wait returns what Run returned once it returns on its own.
+func (r *run) wait(t *testing.T) error {
+	t.Helper()
+	r.waited.Store(1)
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s")
+		return nil
+	}
+}
+
+func (r *run) next(t *testing.T) Event {
+	t.Helper()
+	select {
+	case ev := <-r.events:
+		return ev
+	case <-r.done:
+		t.Fatalf("Run returned %v while an event was expected", r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return Event{}
+}
+
+// brief renders an event for comparison: type, version, compact desired.
+func brief(ev Event) string {
+	b, _ := json.Marshal(ev.Desired)
+	return fmt.Sprintf("%s %d %s", ev.Type, ev.Version, b)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// transports are the two ways to reach the fake hub. The WebSocket one goes
+// through GatewayHostName, so it also shows that the username and token
+// keep the hub's name while the client dials another host.
+var transports = []struct {
+	name  string
+	setup func(h *fakeHub) (connstr.ConnectionString, []Option)
+}{
+	{"tls", func(h *fakeHub) (connstr.ConnectionString, []Option) {
+		return h.connString(), []Option{WithTLSConfig(h.clientTLS), WithMQTTAddr(h.tlsAddr), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
+	}},
+	{"websocket", func(h *fakeHub) (connstr.ConnectionString, []Option) {
+		cs := h.connString()
+		cs.GatewayHostName = h.wsAddr
+		return cs, []Option{WithTLSConfig(h.clientTLS), WithTransport(TransportWebSocket), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
+	}},
+}
+
+func TestInitialTwinThenPatchesInOrder(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			h := newFakeHub(t)
+			h.patchDesired(`{"telemetryInterval":122}`)
+			cs, opts := tr.setup(h)
+			r := startClient(t, cs, opts...)
+
+			if got, want := brief(r.next(t)), `twin 2 {"telemetryInterval":122}`; got != want {
+				t.Fatalf("first event = %s, want %s", got, want)
+			}
+			patches := []string{`{"n":1}`, `{"n":2,"o":{"deep":[1,2]}}`, `{"telemetryInterval":null}`, `{"n":3}`}
+			var want, got []string
+			for i, p := range patches {
+				v := h.patchDesired(p)
+				want = append(want, fmt.Sprintf("patch %d %s", v, patches[i]))
+			}
+			for range patches {
+				got = append(got, brief(r.next(t)))
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("patches (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPatchWhileDisconnectedArrivesAsResync(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			h := newFakeHub(t)
+			cs, opts := tr.setup(h)
+			r := startClient(t, cs, opts...)
+			if ev := r.next(t); ev.Type != EventTwin {
+				t.Fatalf("first event = %s, want the twin", brief(ev))
+			}
+			h.patchDesired(`{"a":1}`)
+			if got, want := brief(r.next(t)), `patch 2 {"a":1}`; got != want {
+				t.Fatalf("event = %s, want %s", got, want)
+			}
+
+			h.drop(true) // the client cannot reconnect until the gate opens
+			h.patchDesired(`{"b":2}`)
+			h.patchDesired(`{"a":null,"c":3}`)
+			h.openGate()
+
+			if got, want := brief(r.next(t)), `resync 4 {"b":2,"c":3}`; got != want {
+				t.Errorf("event after reconnecting = %s, want %s", got, want)
+			}
+			h.patchDesired(`{"d":4}`)
+			if got, want := brief(r.next(t)), `patch 5 {"d":4}`; got != want {
+				t.Errorf("event = %s, want %s", got, want)
+			}
+			logs := r.logs.String()
+			for _, line := range []string{"connection to " + r.c.Addr() + " lost", "reconnected to " + r.c.Addr()} {
+				if !strings.Contains(logs, line) {
+					t.Errorf("logs lack %q:\n%s", line, logs)
+				}
+			}
+		})
+	}
+}
+
+func TestTokenRenewalLosesNothing(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	// The fake hub drops a connection when its token expires, so every
+	// renewal must happen in time, and patches keep flowing meanwhile.
+	r := startClient(t, cs, append(opts, WithSASTTL(2*time.Second), WithResyncGrace(2*time.Second))...)
+	first := r.next(t)
+	if first.Type != EventTwin {
+		t.Fatalf("first event = %s, want the twin", brief(first))
+	}
+
+	var want []string
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); <-tick.C {
+		v := h.patchDesired(fmt.Sprintf(`{"seq":%d}`, len(want)))
+		want = append(want, fmt.Sprintf(`patch %d {"seq":%d}`, v, len(want)))
+	}
+	var got []string
+	for range want {
+		got = append(got, brief(r.next(t)))
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	connects, _, expired := h.counts()
+	if connects < 3 {
+		t.Errorf("%d connections in 5s with a 2s token; want renewals", connects)
+	}
+	if expired != 0 {
+		t.Errorf("the hub dropped %d connections for an expired token; want renewal before expiry", expired)
+	}
+	if strings.Contains(r.logs.String(), "level=INFO") {
+		t.Errorf("renewals logged at Info level; want only Debug:\n%s", r.logs)
+	}
+}
+
+func TestRefusedCredentialsAreFatal(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	cs.SharedAccessKey = base64.StdEncoding.EncodeToString([]byte("not the module's key"))
+	r := startClient(t, cs, opts...)
+	err := r.wait(t)
+	var ce *ConnectError
+	if !errors.As(err, &ce) || !ce.Unauthorized() {
+		t.Fatalf("Run = %v, want a *ConnectError for bad credentials", err)
+	}
+	if !strings.Contains(err.Error(), "d1/m1") || strings.Contains(err.Error(), cs.SharedAccessKey) {
+		t.Errorf("error %q should name the identity and not the key", err)
+	}
+	if _, refused, _ := h.counts(); refused != 1 {
+		t.Errorf("hub refused %d CONNECTs, want exactly 1 (no retry)", refused)
+	}
+}
+
+func TestUntrustedCertificateIsFatal(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, append(opts, WithTLSConfig(nil))...) // system roots only
+	err := r.wait(t)
+	if err == nil || !fatal(err) {
+		t.Fatalf("Run = %v, want a certificate error", err)
+	}
+}
+
+func TestAckVisibleInReportedProperties(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, opts...)
+	r.next(t)
+	h.patchDesired(`{"telemetryInterval":122,"gone":null}`)
+	ev := r.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := r.c.UpdateReported(ctx, WritableAck(ev))
+	if err != nil {
+		t.Fatalf("UpdateReported: %v", err)
+	}
+	if v != 1 {
+		t.Errorf("reported $version = %d, want 1", v)
+	}
+	got := map[string]string{}
+	for k, raw := range h.reportedDoc() {
+		got[k] = string(raw)
+	}
+	want := map[string]string{
+		"telemetryInterval": `{"value":122,"ac":200,"av":2}`,
+		"gone":              `{"value":null,"ac":200,"av":2}`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("reported properties (-want +got):\n%s", diff)
+	}
+}
+
+func TestUpdateReportedRejected(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, opts...)
+	r.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := r.c.UpdateReported(ctx, []byte(`not json`))
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != 400 {
+		t.Fatalf("UpdateReported(not json) = %v, want a 400 *StatusError", err)
+	}
+}
+
+func TestBlockedHandlerDoesNotStallTheConnection(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	release := make(chan struct{})
+	twin := make(chan struct{})
+	logs := &syncBuffer{}
+	c, err := New(cs, append(opts, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 1000)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(ctx, func(ev Event) {
+			if ev.Type == EventTwin {
+				close(twin)
+				<-release // a handler that does not return
+			}
+			events <- ev
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-twin
+
+	// While the handler is stuck, the hub keeps talking to the client: 200
+	// patches arrive and a reported-properties round trip completes.
+	var want []string
+	for i := range 200 {
+		v := h.patchDesired(fmt.Sprintf(`{"i":%d}`, i))
+		want = append(want, fmt.Sprintf(`patch %d {"i":%d}`, v, i))
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if _, err := c.UpdateReported(rctx, []byte(`{"alive":true}`)); err != nil {
+		t.Fatalf("UpdateReported while the handler is blocked: %v", err)
+	}
+	close(release)
+
+	got := []string{}
+	for range len(want) + 1 {
+		select {
+		case ev := <-events:
+			if ev.Type != EventTwin {
+				got = append(got, brief(ev))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of %d events; log:\n%s", len(got), len(want), logs)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events after unblocking (-want +got):\n%s", diff)
+	}
+}
+
+func TestOutOfOrderAndDuplicatePushes(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, opts...)
+	r.next(t)
+	p := func(s string) map[string]json.RawMessage {
+		var m map[string]json.RawMessage
+		_ = json.Unmarshal([]byte(s), &m)
+		return m
+	}
+	// The hub state moves to version 3; the notifications arrive 3, 2, 2.
+	h.mu.Lock()
+	h.desired["x"], h.desired["y"] = json.RawMessage(`1`), json.RawMessage(`2`)
+	h.version = 3
+	h.mu.Unlock()
+	h.push(3, p(`{"y":2}`))
+	h.push(2, p(`{"x":1}`))
+	h.push(2, p(`{"x":1}`))
+	want := []string{`patch 2 {"x":1}`, `patch 3 {"y":2}`}
+	got := []string{brief(r.next(t)), brief(r.next(t))}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	v := h.patchDesired(`{"z":3}`)
+	if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"z":3}`, v); got != want {
+		t.Errorf("next event = %s, want %s (the duplicate must not show)", got, want)
+	}
+}
+
+func TestLostPushIsRecoveredByReadingTheTwin(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, append(opts, WithResyncGrace(50*time.Millisecond))...)
+	r.next(t)
+	// Versions 2 and 3 are committed but only 3 is pushed: 2 never comes.
+	h.mu.Lock()
+	h.desired["x"], h.desired["y"] = json.RawMessage(`1`), json.RawMessage(`2`)
+	h.version = 3
+	h.mu.Unlock()
+	h.push(3, map[string]json.RawMessage{"y": json.RawMessage(`2`)})
+	if got, want := brief(r.next(t)), `resync 3 {"x":1,"y":2}`; got != want {
+		t.Errorf("event = %s, want %s", got, want)
+	}
+}
+
+func TestRecreatedTwinResetsTheVersion(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, opts...)
+	r.next(t)
+	for i := range 5 {
+		h.patchDesired(fmt.Sprintf(`{"n":%d}`, i))
+		r.next(t)
+	}
+	h.drop(true)
+	h.recreate(`{"fresh":true}`)
+	h.openGate()
+	if got, want := brief(r.next(t)), `resync 1 {"fresh":true}`; got != want {
+		t.Fatalf("event after the twin was recreated = %s, want %s", got, want)
+	}
+	v := h.patchDesired(`{"n":0}`) // version 2 again, and it must show
+	if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"n":0}`, v); got != want {
+		t.Errorf("event = %s, want %s", got, want)
+	}
+}
+
+func TestWebSocketThroughProxy(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		h.proxied <- r.Host
+		upstream, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			upstream.Close()
+			return
+		}
+		go func() { _, _ = io.Copy(upstream, buf); upstream.Close() }()
+		_, _ = io.Copy(conn, upstream)
+		conn.Close()
+	}))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+
+	cs, opts := transports[1].setup(h)
+	r := startClient(t, cs, append(opts, WithProxy(http.ProxyURL(proxyURL)))...)
+	if ev := r.next(t); ev.Type != EventTwin {
+		t.Fatalf("first event = %s, want the twin", brief(ev))
+	}
+	select {
+	case target := <-h.proxied:
+		if target != h.wsAddr {
+			t.Errorf("proxy was asked for %s, want %s", target, h.wsAddr)
+		}
+	default:
+		t.Error("the connection did not go through the proxy")
+	}
+}
+
+func TestConnectFields(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, append(opts, WithUserAgent("receive-twin-patch/v1.2 (test)"))...)
+	r.next(t)
+	h.mu.Lock()
+	users := append([]string(nil), h.usernames...)
+	h.mu.Unlock()
+	want := []string{"hub.test/d1/m1/?api-version=2021-04-12&DeviceClientType=receive-twin-patch%2Fv1.2+%28test%29"}
+	if diff := cmp.Diff(want, users); diff != "" {
+		t.Errorf("CONNECT usernames (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewTargets(t *testing.T) {
+	key := "c2VjcmV0"
+	tests := []struct {
+		name       string
+		cs         string
+		opts       []Option
+		wantBroker string
+		wantErr    string
+	}{
+		{name: "hub on 8883", cs: "HostName=hub.azure-devices.net;DeviceId=d;ModuleId=m;SharedAccessKey=" + key,
+			wantBroker: "tls://hub.azure-devices.net:8883"},
+		{name: "port in HostName is not MQTT's", cs: "HostName=localhost:8443;DeviceId=d;ModuleId=m;SharedAccessKey=" + key,
+			wantBroker: "tls://localhost:8883"},
+		{name: "MQTT address override", cs: "HostName=localhost:8443;DeviceId=d;ModuleId=m;SharedAccessKey=" + key,
+			opts: []Option{WithMQTTAddr("127.0.0.1:18883")}, wantBroker: "tls://127.0.0.1:18883"},
+		{name: "gateway", cs: "HostName=hub.azure-devices.net;DeviceId=d;ModuleId=m;SharedAccessKey=" + key + ";GatewayHostName=edge.local",
+			wantBroker: "tls://edge.local:8883"},
+		{name: "websocket default port", cs: "HostName=hub.azure-devices.net;DeviceId=d;SharedAccessKey=" + key,
+			opts: []Option{WithTransport(TransportWebSocket)}, wantBroker: "wss://hub.azure-devices.net/$iothub/websocket"},
+		{name: "websocket on the port in HostName", cs: "HostName=localhost:8443;DeviceId=d;ModuleId=m;SharedAccessKey=" + key,
+			opts: []Option{WithTransport(TransportWebSocket)}, wantBroker: "wss://localhost:8443/$iothub/websocket"},
+		{name: "bad MQTT address", cs: "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=" + key,
+			opts: []Option{WithMQTTAddr("nohostport")}, wantErr: `MQTT address "nohostport" is not host:port`},
+		{name: "service connection string", cs: "HostName=h;SharedAccessKeyName=p;SharedAccessKey=" + key,
+			wantErr: "needs a device or module connection string"},
+		{name: "x509", cs: "HostName=h;DeviceId=d;x509=true", wantErr: "X.509 authentication is not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs, err := connstr.Parse(tt.cs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := New(cs, tt.opts...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("New = %v, want error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.broker != tt.wantBroker {
+				t.Errorf("broker = %q, want %q", c.broker, tt.wantBroker)
+			}
+			if !strings.HasPrefix(c.resource, "hub.azure-devices.net/devices/d") && !strings.HasPrefix(c.resource, "localhost/devices/d") {
+				t.Errorf("token scope %q does not name the hub without port", c.resource)
+			}
+		})
+	}
+}
