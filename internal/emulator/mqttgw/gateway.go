@@ -146,6 +146,9 @@ func Start(cfg Config) (*Gateway, error) {
 		ln.Close()
 		return nil, fmt.Errorf("mqtt gateway: start broker: %w", err)
 	}
+	// The broker starts its listeners on goroutines of its own; WebSocket
+	// upgrades may arrive as soon as Start returns.
+	g.ws.set.serve(g.srv.EstablishConnection)
 	g.cancelDesired = cfg.Hub.SubscribeDesired(g.deliverDesired)
 	log.Info("MQTT gateway listening", "addr", ln.Addr().String(), "websocket", WebSocketPath)
 	return g, nil

@@ -12,8 +12,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/gorilla/websocket"
 
+	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
+	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
 
 const (
@@ -250,6 +252,40 @@ func TestConnectRefused(t *testing.T) {
 	}
 	if logs := e.logs.String(); strings.Contains(logs, "sig=") || strings.Contains(logs, m1.key) || strings.Contains(logs, m2.key) {
 		t.Errorf("the logs show a signature or a key:\n%s", logs)
+	}
+}
+
+// TestPolicyTokens: a shared access policy with DeviceConnect may sign a
+// module's CONNECT password (with skn); one without it may not.
+func TestPolicyTokens(t *testing.T) {
+	e := newEnv(t)
+	m := e.module(t, "dev", "m")
+	for _, tt := range []struct {
+		policy string
+		want   byte
+	}{
+		{hub.PolicyDevice, 0},
+		{hub.PolicyService, 5},
+	} {
+		t.Run(tt.policy, func(t *testing.T) {
+			s, err := e.em.PolicyConnectionString(tt.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := connstr.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			signer, err := sas.NewSigner(cs.SharedAccessKeyName, cs.SharedAccessKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, _ := signer.Token(e.resource(m.ref), time.Hour)
+			c := e.newClient(t, overTLS, m.clientID(), dialOpts{password: tok})
+			if rc := c.connect(t); rc != tt.want {
+				t.Errorf("CONNACK %d, want %d", rc, tt.want)
+			}
+		})
 	}
 }
 

@@ -152,7 +152,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if write {
-		return classifyPublish(c.id, topic) != publishDenied
+		if classifyPublish(c.id, topic) == publishDenied {
+			h.g.log.Info("refused MQTT publish: not an IoT Hub topic of this identity", "identity", c.id.String(), "topic", topic)
+			return false
+		}
+		return true
 	}
 	return strings.HasPrefix(topic, c.prefix)
 }
