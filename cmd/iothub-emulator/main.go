@@ -4,8 +4,7 @@ package main
 import (
 	"os"
 
-	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/emulatorcli"
 )
 
-func main() { os.Exit(cli.Main(emulatorcli.NewCommand)) }
+func main() { os.Exit(emulatorcli.Main()) }

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -185,26 +184,6 @@ func TestVersionFlag(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "tool ") || !strings.Contains(out.String(), "go1.") {
 		t.Errorf("--version printed %q, want \"tool <version> (... go1.x ...)\"", out)
-	}
-}
-
-func TestVersionFrom(t *testing.T) {
-	info := &debug.BuildInfo{
-		Main: debug.Module{Version: "v1.2.3"},
-		Settings: []debug.BuildSetting{
-			{Key: "vcs.revision", Value: "0123456789abcdef0123"},
-			{Key: "vcs.time", Value: "2026-01-02T03:04:05Z"},
-			{Key: "vcs.modified", Value: "true"},
-		},
-	}
-	got := versionFrom(info, true)
-	for _, want := range []string{"v1.2.3 (", "commit 0123456789ab+dirty", "2026-01-02T03:04:05Z"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("versionFrom() = %q, want it to contain %q", got, want)
-		}
-	}
-	if got := versionFrom(nil, false); !strings.HasPrefix(got, "(devel) (go") {
-		t.Errorf("versionFrom(nil, false) = %q, want \"(devel) (go...\"", got)
 	}
 }
 

@@ -4,15 +4,20 @@
 package emulatorcli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/moduletwin/iothub-module-twin/internal/cli"
+	"github.com/moduletwin/iothub-module-twin/internal/buildinfo"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator"
 )
 
@@ -56,8 +61,47 @@ Microsoft's SDKs reach the service API only on port 443 and devices only
 on port 8883: to serve them, run (as root) with
 --https-addr 127.0.0.1:443; the printed host name then has no port.`
 
+// Main runs iothub-emulator with the process's arguments and returns its
+// exit status: 0 after a clean shutdown on SIGINT or SIGTERM, 2 for usage
+// errors, 1 when the hub cannot start or stop.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, NewCommand(os.Stdout, os.Stderr), os.Args[1:], os.Stderr)
+}
+
+// Run executes cmd with args, printing an error once to stderr.
+func Run(ctx context.Context, cmd *cobra.Command, args []string, stderr io.Writer) int {
+	cmd.SetArgs(args)
+	cmd.SilenceErrors = true
+	cmd.SilenceUsage = true
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	cmd.Version = buildinfo.Version()
+	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", cmd.Name(), err)
+	var u *usageError
+	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.Name())
+		return 2
+	}
+	return 1
+}
+
+// usageError marks a mistake in how the command was invoked (exit 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usage(err error) error              { return &usageError{err} }
+func usagef(f string, args ...any) error { return &usageError{fmt.Errorf(f, args...)} }
+
 // NewCommand builds the iothub-emulator command.
-func NewCommand(env *cli.Env) *cobra.Command {
+func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	var o options
 	defaultDir, dirErr := emulator.DefaultDataDir()
 	cmd := &cobra.Command{
@@ -67,17 +111,17 @@ func NewCommand(env *cli.Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.dataDir == "" && !o.inMemory && dirErr != nil {
-				return cli.Usage(dirErr)
+				return usage(dirErr)
 			}
 			if cmd.Flags().Changed("data-dir") && o.inMemory {
-				return cli.Usagef("--data-dir and --in-memory cannot be used together")
+				return usagef("--data-dir and --in-memory cannot be used together")
 			}
 			level, err := parseLevel(o.logLevel)
 			if err != nil {
 				return err
 			}
-			logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-			return serve(cmd, env.Stdout, o, logger)
+			logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			return serve(cmd, stdout, o, logger)
 		},
 	}
 	f := cmd.PersistentFlags()
@@ -87,14 +131,14 @@ func NewCommand(env *cli.Env) *cobra.Command {
 	cmd.Flags().StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
-	cmd.AddCommand(newEnvCommand(env, &o, dirErr))
+	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr))
 	return cmd
 }
 
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, cli.Usagef("--log-level %q is not one of debug, info, warn, error", s)
+		return 0, usagef("--log-level %q is not one of debug, info, warn, error", s)
 	}
 	return l, nil
 }
@@ -124,7 +168,7 @@ func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger)
 	return nil
 }
 
-func newEnvCommand(env *cli.Env, o *options, dirErr error) *cobra.Command {
+func newEnvCommand(stdout io.Writer, o *options, dirErr error) *cobra.Command {
 	return &cobra.Command{
 		Use:   "env",
 		Short: "Print the connection settings of the hub in --data-dir without serving",
@@ -137,9 +181,9 @@ port are those of the last start on that directory unless --hostname or
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.dataDir == "" {
 				if dirErr != nil {
-					return cli.Usage(dirErr)
+					return usage(dirErr)
 				}
-				return cli.Usagef("--data-dir is empty")
+				return usagef("--data-dir is empty")
 			}
 			host, port, err := envEndpoint(cmd, o)
 			if err != nil {
@@ -149,7 +193,7 @@ port are those of the last start on that directory unless --hostname or
 			if err != nil {
 				return err
 			}
-			_, err = io.WriteString(env.Stdout, lines)
+			_, err = io.WriteString(stdout, lines)
 			return err
 		},
 	}
@@ -169,10 +213,10 @@ func envEndpoint(cmd *cobra.Command, o *options) (host, port string, err error) 
 	}
 	_, port, err = net.SplitHostPort(o.httpsAddr)
 	if err != nil {
-		return "", "", cli.Usagef("--https-addr %q is not host:port", o.httpsAddr)
+		return "", "", usagef("--https-addr %q is not host:port", o.httpsAddr)
 	}
 	if port == "0" || strings.TrimSpace(port) == "" {
-		return "", "", cli.Usagef("--https-addr %q has no fixed port to print", o.httpsAddr)
+		return "", "", usagef("--https-addr %q has no fixed port to print", o.httpsAddr)
 	}
 	return o.hostName, port, nil
 }
