@@ -4,6 +4,9 @@ BIN      := bin
 CMDS     := create-module update-module-twin receive-twin-patch iothub-emulator
 PKG      := github.com/moduletwin/iothub-module-twin
 NODE_DIR := interop/node
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+# -buildvcs=auto records the commit even where GOFLAGS turns it off.
+BUILD_FLAGS := -trimpath -buildvcs=auto -ldflags "-X $(PKG)/internal/buildinfo.BuildVersion=$(VERSION)"
 
 .PHONY: all build install test test-go test-interop interop-deps lint demo bench clean
 
@@ -11,10 +14,10 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build $(BUILD_FLAGS) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 install:
-	$(GO) install -trimpath $(addprefix ./cmd/,$(CMDS))
+	$(GO) install $(BUILD_FLAGS) $(addprefix ./cmd/,$(CMDS))
 
 # Everything: unit tests, end-to-end scripts against the emulator, and
 # Microsoft's Node.js SDKs against the emulator.
