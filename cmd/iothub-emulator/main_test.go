@@ -62,11 +62,11 @@ func TestMain(m *testing.M) {
 // proc is a running iothub-emulator.
 type proc struct {
 	cmd    *exec.Cmd
-	lines  []string // the two lines printed on stdout
+	lines  []string // the settings lines printed on stdout
 	cs     connstr.ConnectionString
 	caFile string
 	stderr *bytes.Buffer
-	stdout *bytes.Buffer // what came after the two lines
+	stdout *bytes.Buffer // what came after the settings lines
 	done   chan error
 }
 
@@ -94,7 +94,7 @@ func start(t *testing.T, args ...string) *proc {
 		}
 	})
 	r := bufio.NewReader(out)
-	for len(p.lines) < 2 {
+	for len(p.lines) < 3 {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			cmd.Process.Kill()
@@ -119,6 +119,9 @@ func start(t *testing.T, args ...string) *proc {
 		t.Fatalf("second line %q is not IOTHUB_CA_FILE=…", p.lines[1])
 	}
 	p.caFile = c[1]
+	if !strings.HasPrefix(p.lines[2], "IOTHUB_MQTT_ADDR=127.0.0.1:") {
+		t.Fatalf("third line %q is not IOTHUB_MQTT_ADDR=127.0.0.1:<port>", p.lines[2])
+	}
 	return p
 }
 
@@ -320,7 +323,7 @@ func TestSignalsShutDownCleanly(t *testing.T) {
 				t.Fatalf("exit after %v: %v; stderr:\n%s", sig, err, p.stderr)
 			}
 			if p.stdout.Len() != 0 {
-				t.Errorf("stdout has more than the two lines: %q", p.stdout)
+				t.Errorf("stdout has more than the settings lines: %q", p.stdout)
 			}
 			logs := p.stderr.String()
 			if !strings.Contains(logs, "msg=serving") || !strings.Contains(logs, "msg=stopped") {

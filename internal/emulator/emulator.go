@@ -141,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
 	if !cfg.InMemory {
-		if err := writeEndpoint(e.dataDir, endpoint{HostName: cfg.HostName, Port: e.port}); err != nil {
+		if err := writeEndpoint(e.dataDir, endpoint{HostName: cfg.HostName, Port: e.port, MQTTAddr: e.mqttAddr}); err != nil {
 			return nil, err
 		}
 	}
@@ -277,16 +277,17 @@ func (e *Emulator) release() error {
 	return errors.Join(errs...)
 }
 
-// LastEndpoint returns the host name and port the last emulator on
+// LastEndpoint returns the host name, port and MQTT address the last emulator on
 // dataDir served on (ok false when none has).
-func LastEndpoint(dataDir string) (hostName, port string, ok bool, err error) {
+func LastEndpoint(dataDir string) (hostName, port, mqttAddr string, ok bool, err error) {
 	ep, ok, err := readEndpoint(dataDir)
-	return ep.HostName, ep.Port, ok, err
+	return ep.HostName, ep.Port, ep.MQTTAddr, ok, err
 }
 
 // EnvLines prepares dataDir as Start would (policies and CA, without
-// taking the store) and returns ShellLines for a hub at hostName:port.
-func EnvLines(dataDir, hostName, port string) (string, error) {
+// taking the store) and returns ShellLines for a hub at hostName:port with
+// its MQTT listener at mqttAddr ("" when unknown).
+func EnvLines(dataDir, hostName, port, mqttAddr string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
 	}
@@ -300,7 +301,7 @@ func EnvLines(dataDir, hostName, port string) (string, error) {
 	}
 	for _, p := range policies {
 		if p.KeyName == hub.PolicyOwner {
-			return ShellLines(policyConnectionString(hostName, port, p), m.CAFile), nil
+			return ShellLines(policyConnectionString(hostName, port, p), m.CAFile, mqttAddr), nil
 		}
 	}
 	return "", fmt.Errorf("data directory %s has no %s policy", dataDir, hub.PolicyOwner)

@@ -246,13 +246,13 @@ func TestDataDirKeepsHubKeysAndCertificates(t *testing.T) {
 
 func TestEnvLines(t *testing.T) {
 	dir := t.TempDir()
-	lines, err := emulator.EnvLines(dir, "localhost", "443")
+	lines, err := emulator.EnvLines(dir, "localhost", "443", "127.0.0.1:8883")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Split(strings.TrimSuffix(lines, "\n"), "\n")
-	if len(got) != 2 || !strings.HasPrefix(got[0], "IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
-		got[1] != "IOTHUB_CA_FILE="+filepath.Join(dir, "ca.pem") {
+	if len(got) != 3 || !strings.HasPrefix(got[0], "IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
+		got[1] != "IOTHUB_CA_FILE="+filepath.Join(dir, "ca.pem") || got[2] != "IOTHUB_MQTT_ADDR=127.0.0.1:8883" {
 		t.Fatalf("EnvLines =\n%s", lines)
 	}
 	// A later start on the directory uses the keys env printed.
@@ -265,23 +265,23 @@ func TestEnvLines(t *testing.T) {
 	if !strings.Contains(got[0], "SharedAccessKey="+cs.SharedAccessKey+"'") {
 		t.Error("env printed another key than the emulator uses")
 	}
-	host, port, ok, err := emulator.LastEndpoint(dir)
+	host, port, mqttAddr, ok, err := emulator.LastEndpoint(dir)
 	_, wantPort, _ := net.SplitHostPort(e.HTTPSAddr())
-	if err != nil || !ok || host != "localhost" || port != wantPort {
-		t.Errorf("LastEndpoint = %q %q %v %v; want localhost %s", host, port, ok, err, wantPort)
+	if err != nil || !ok || host != "localhost" || port != wantPort || mqttAddr != e.MQTTAddr() {
+		t.Errorf("LastEndpoint = %q %q %q %v %v; want localhost %s %s", host, port, mqttAddr, ok, err, wantPort, e.MQTTAddr())
 	}
 }
 
 func TestShellLinesQuoting(t *testing.T) {
-	tests := []struct{ cs, ca, want string }{
-		{"HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c=", "/tmp/x/ca.pem",
-			"IOTHUB_CONNECTION_STRING='HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c='\nIOTHUB_CA_FILE=/tmp/x/ca.pem\n"},
-		{"x", "/home/a b/it's/ca.pem", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/home/a b/it'\\''s/ca.pem'\n"},
-		{"x", "/p/$HOME/ca.pem", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/p/$HOME/ca.pem'\n"},
+	tests := []struct{ cs, ca, mqtt, want string }{
+		{"HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c=", "/tmp/x/ca.pem", "127.0.0.1:8883",
+			"IOTHUB_CONNECTION_STRING='HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c='\nIOTHUB_CA_FILE=/tmp/x/ca.pem\nIOTHUB_MQTT_ADDR=127.0.0.1:8883\n"},
+		{"x", "/home/a b/it's/ca.pem", "", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/home/a b/it'\\''s/ca.pem'\n"},
+		{"x", "/p/$HOME/ca.pem", "[::1]:8883", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/p/$HOME/ca.pem'\nIOTHUB_MQTT_ADDR='[::1]:8883'\n"},
 	}
 	for _, tt := range tests {
-		if got := emulator.ShellLines(tt.cs, tt.ca); got != tt.want {
-			t.Errorf("ShellLines(%q, %q) =\n%s\nwant\n%s", tt.cs, tt.ca, got, tt.want)
+		if got := emulator.ShellLines(tt.cs, tt.ca, tt.mqtt); got != tt.want {
+			t.Errorf("ShellLines(%q, %q, %q) =\n%s\nwant\n%s", tt.cs, tt.ca, tt.mqtt, got, tt.want)
 		}
 	}
 }

@@ -69,6 +69,7 @@ func loadOrCreatePolicies(dir string) ([]hub.Policy, error) {
 type endpoint struct {
 	HostName string `json:"hostName"`
 	Port     string `json:"port"`
+	MQTTAddr string `json:"mqttAddr,omitempty"`
 }
 
 func readEndpoint(dir string) (endpoint, bool, error) {
@@ -120,11 +121,17 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 	return nil
 }
 
-// ShellLines returns the two lines the emulator prints for scripts:
-// IOTHUB_CONNECTION_STRING='…' and IOTHUB_CA_FILE=… (quoted when needed).
-func ShellLines(connectionString, caFile string) string {
-	return "IOTHUB_CONNECTION_STRING=" + shellQuote(connectionString) + "\n" +
+// ShellLines formats the settings a shell needs to reach the hub:
+// IOTHUB_CONNECTION_STRING, IOTHUB_CA_FILE and, when mqttAddr is known,
+// IOTHUB_MQTT_ADDR (the MQTT listener, read by receive-twin-patch), quoted
+// for POSIX shells.
+func ShellLines(connectionString, caFile, mqttAddr string) string {
+	lines := "IOTHUB_CONNECTION_STRING=" + shellQuote(connectionString) + "\n" +
 		"IOTHUB_CA_FILE=" + shellQuoteIfNeeded(caFile) + "\n"
+	if mqttAddr != "" {
+		lines += "IOTHUB_MQTT_ADDR=" + shellQuoteIfNeeded(mqttAddr) + "\n"
+	}
+	return lines
 }
 
 func shellQuote(s string) string {

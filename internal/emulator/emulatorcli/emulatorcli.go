@@ -42,10 +42,11 @@ shared access signature authentication, so that IoT Hub clients, including
 Microsoft's SDKs, work against it unchanged. It is for development and tests,
 not for production.
 
-On start it prints two shell-ready lines on stdout:
+On start it prints three shell-ready lines on stdout:
 
   IOTHUB_CONNECTION_STRING='HostName=localhost:8443;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
   IOTHUB_CA_FILE=/path/to/ca.pem
+  IOTHUB_MQTT_ADDR=127.0.0.1:8883
 
 then logs to stderr until interrupted (Ctrl-C or SIGTERM), when it shuts
 down cleanly and exits 0. Load the lines into a shell with
@@ -128,7 +129,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.httpsAddr, "https-addr", DefaultHTTPSAddr, "address for the service API over HTTPS (and MQTT over WebSockets)")
 	f.StringVar(&o.hostName, "hostname", emulator.DefaultHostName, "host name of the hub, as clients write it in connection strings")
 	f.StringVar(&o.dataDir, "data-dir", defaultDir, "directory that keeps identities, twins, keys and certificates")
-	cmd.Flags().StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
+	f.StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
 	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr))
@@ -156,7 +157,7 @@ func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	if _, err := io.WriteString(stdout, emulator.ShellLines(e.ServiceConnectionString(), e.CAFile())); err != nil {
+	if _, err := io.WriteString(stdout, emulator.ShellLines(e.ServiceConnectionString(), e.CAFile(), e.MQTTAddr())); err != nil {
 		e.Close()
 		return fmt.Errorf("print settings: %w", err)
 	}
@@ -172,8 +173,8 @@ func newEnvCommand(stdout io.Writer, o *options, dirErr error) *cobra.Command {
 	return &cobra.Command{
 		Use:   "env",
 		Short: "Print the connection settings of the hub in --data-dir without serving",
-		Long: `env prints the same two shell-ready lines iothub-emulator prints on start
-(IOTHUB_CONNECTION_STRING and IOTHUB_CA_FILE) for the hub kept in --data-dir,
+		Long: `env prints the same shell-ready lines iothub-emulator prints on start
+(IOTHUB_CONNECTION_STRING, IOTHUB_CA_FILE, IOTHUB_MQTT_ADDR) for the hub kept in --data-dir,
 creating its keys and certificates if it has none yet. The host name and
 port are those of the last start on that directory unless --hostname or
 --https-addr is given. Use it in scripts: eval "$(iothub-emulator env)".`,
@@ -185,11 +186,11 @@ port are those of the last start on that directory unless --hostname or
 				}
 				return usagef("--data-dir is empty")
 			}
-			host, port, err := envEndpoint(cmd, o)
+			host, port, mqttAddr, err := envEndpoint(cmd, o)
 			if err != nil {
 				return err
 			}
-			lines, err := emulator.EnvLines(o.dataDir, host, port)
+			lines, err := emulator.EnvLines(o.dataDir, host, port, mqttAddr)
 			if err != nil {
 				return err
 			}
@@ -199,24 +200,27 @@ port are those of the last start on that directory unless --hostname or
 	}
 }
 
-// envEndpoint picks the host name and port env prints.
-func envEndpoint(cmd *cobra.Command, o *options) (host, port string, err error) {
+// envEndpoint picks the host name, port and MQTT address env prints.
+func envEndpoint(cmd *cobra.Command, o *options) (host, port, mqttAddr string, err error) {
 	flags := cmd.Flags()
-	if !flags.Changed("hostname") && !flags.Changed("https-addr") {
-		h, p, ok, err := emulator.LastEndpoint(o.dataDir)
+	if !flags.Changed("hostname") && !flags.Changed("https-addr") && !flags.Changed("mqtt-addr") {
+		h, p, m, ok, err := emulator.LastEndpoint(o.dataDir)
 		if err != nil {
-			return "", "", err
+			return "", "", "", err
 		}
 		if ok {
-			return h, p, nil
+			return h, p, m, nil
 		}
 	}
 	_, port, err = net.SplitHostPort(o.httpsAddr)
 	if err != nil {
-		return "", "", usagef("--https-addr %q is not host:port", o.httpsAddr)
+		return "", "", "", usagef("--https-addr %q is not host:port", o.httpsAddr)
 	}
 	if port == "0" || strings.TrimSpace(port) == "" {
-		return "", "", usagef("--https-addr %q has no fixed port to print", o.httpsAddr)
+		return "", "", "", usagef("--https-addr %q has no fixed port to print", o.httpsAddr)
 	}
-	return o.hostName, port, nil
+	if _, mqttPort, err := net.SplitHostPort(o.mqttAddr); err != nil || mqttPort == "0" {
+		return o.hostName, port, "", nil
+	}
+	return o.hostName, port, o.mqttAddr, nil
 }
