@@ -92,6 +92,13 @@ func New(cs connstr.ConnectionString, opts ...Option) (*Client, error) {
 	case cfg.ttl <= 0:
 		return nil, fmt.Errorf("SAS token lifetime %s is not positive", cfg.ttl)
 	}
+	// A private copy: an HTTP transport sharing the caller's configuration
+	// may add "h2" to its ALPN list, which a WebSocket handshake refuses.
+	if cfg.tls == nil {
+		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	cfg.tls = cfg.tls.Clone()
+	cfg.tls.NextProtos = nil
 	signer, err := sas.NewSigner("", cs.SharedAccessKey)
 	if err != nil {
 		return nil, err
