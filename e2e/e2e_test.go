@@ -5,7 +5,7 @@
 //
 //	start NAME PROG [ARGS...]      run PROG in the background, output in NAME.stdout / NAME.stderr
 //	await NAME stdout|stderr RE    wait (up to 30 s) until the output matches the regular expression
-//	stop NAME [INT|TERM|KILL]      send a signal (default INT)
+//	signal NAME [INT|TERM|KILL]    send a signal (default INT)
 //	waitexit NAME [CODE]           wait for NAME to exit and check its exit code (default 0)
 //	mqtt-link up|down              connect or cut MQTT between the clients and the emulator
 //	[!] json FILE PATH WANT        FILE (or "stdout") holds JSON values; the value at PATH
@@ -76,7 +76,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"start":       cmdStart,
 			"await":       cmdAwait,
-			"stop":        cmdStop,
+			"signal":      cmdSignal,
 			"waitexit":    cmdWaitExit,
 			"mqtt-link":   cmdMQTTLink,
 			"json":        cmdJSON,
@@ -251,9 +251,9 @@ func cmdAwait(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-func cmdStop(ts *testscript.TestScript, neg bool, args []string) {
+func cmdSignal(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 1 || len(args) > 2 {
-		ts.Fatalf("usage: stop NAME [INT|TERM|KILL]")
+		ts.Fatalf("usage: signal NAME [INT|TERM|KILL]")
 	}
 	sig := syscall.SIGINT
 	if len(args) == 2 {
