@@ -54,6 +54,7 @@ type Hub struct {
 
 	mu       sync.RWMutex
 	devices  map[string]*device
+	links    map[IdentityRef]link
 	sequence int64 // last identity etag number handed out
 
 	subMu sync.Mutex
@@ -82,10 +83,15 @@ type identity struct {
 	ParentScopes  []string   `json:"parentScopes,omitempty"`
 	Auth          authRecord `json:"auth"`
 	Twin          twin       `json:"twin"`
+}
 
-	// Connection state is not stored: after a restart nothing is connected.
+// link is an identity's connection as the device side reports it. It is
+// not stored (after a restart nothing is connected) and is kept apart from
+// the identity records, so that reloading them keeps it. An entry goes
+// when its identity is created again or reported on after its deletion.
+type link struct {
 	connected    bool
-	connUpdated  time.Time
+	updated      time.Time
 	lastActivity time.Time
 }
 
@@ -126,6 +132,7 @@ func New(opts Options) (*Hub, error) {
 		now:      opts.Now,
 		log:      opts.Logger,
 		devices:  map[string]*device{},
+		links:    map[IdentityRef]link{},
 		subs:     map[int]func(DesiredPatch){},
 	}
 	if h.now == nil {
@@ -166,6 +173,17 @@ func (h *Hub) Policy(name string) (Policy, bool) {
 }
 
 func (h *Hub) load() error {
+	devices, sequence, err := h.loadState()
+	if err != nil {
+		return err
+	}
+	h.devices, h.sequence = devices, sequence
+	return nil
+}
+
+// loadState reads the identities and the etag sequence from the store.
+func (h *Hub) loadState() (map[string]*device, int64, error) {
+	devices := map[string]*device{}
 	var modules []*identity
 	err := h.st.Load(bucketIdentities, func(key string, value []byte) error {
 		id := &identity{}
@@ -176,37 +194,57 @@ func (h *Hub) load() error {
 		}
 		id.Twin.normalize()
 		if id.ModuleID == "" {
-			h.devices[id.DeviceID] = &device{identity: id, modules: map[string]*identity{}}
+			devices[id.DeviceID] = &device{identity: id, modules: map[string]*identity{}}
 		} else {
 			modules = append(modules, id)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("hub: load identities: %w", err)
+		return nil, 0, fmt.Errorf("hub: load identities: %w", err)
 	}
 	for _, m := range modules {
-		d := h.devices[m.DeviceID]
+		d := devices[m.DeviceID]
 		if d == nil {
 			h.log.Warn("dropping stored module of a missing device", "device", m.DeviceID, "module", m.ModuleID)
 			continue
 		}
 		d.modules[m.ModuleID] = m
 	}
+	var sequence int64
 	err = h.st.Load(bucketMeta, func(key string, value []byte) error {
 		if key == keySequence {
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil {
 				return fmt.Errorf("decode %s: %w", key, err)
 			}
-			h.sequence = n
+			sequence = n
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("hub: load metadata: %w", err)
+		return nil, 0, fmt.Errorf("hub: load metadata: %w", err)
 	}
-	return nil
+	return devices, sequence, nil
+}
+
+// resync drops what a failed write left in memory: the hub changes its
+// state before the store commits, so after a commit failure (which halts
+// the store) it reloads what the store holds. Until a reload works,
+// writes keep failing.
+func (h *Hub) resync() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.st.Halted() == nil {
+		return // not halted, or another writer has reloaded already
+	}
+	devices, sequence, err := h.loadState()
+	if err != nil {
+		h.log.Error("reload after a failed store write", "err", err)
+		return
+	}
+	h.devices, h.sequence = devices, sequence
+	h.st.Resume()
 }
 
 // normalize fills what an older or hand-edited record may lack.
@@ -261,10 +299,12 @@ func (h *Hub) commit(ops []store.Op, patches ...DesiredPatch) *store.Pending {
 	return h.st.Enqueue(ops, after)
 }
 
-// wait turns a store failure into a ServerError the client may see.
+// wait turns a store failure into a ServerError the client may see, once
+// the hub's state is back to what the store holds.
 func (h *Hub) wait(p *store.Pending) error {
 	if err := p.Wait(); err != nil {
 		h.log.Error("store write failed", "err", err)
+		h.resync()
 		return newError(iothub.ServerError, "the hub could not save the change")
 	}
 	return nil
@@ -323,23 +363,29 @@ func (h *Hub) lookup(r IdentityRef) (*identity, error) {
 func (h *Hub) SetConnectionState(r IdentityRef, connected bool, t time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	id, err := h.lookup(r)
-	if err != nil {
+	if _, err := h.lookup(r); err != nil {
+		delete(h.links, r)
 		return
 	}
-	id.connected = connected
-	id.connUpdated = t
+	l := h.links[r]
+	l.connected = connected
+	l.updated = t
 	if connected {
-		id.lastActivity = t
+		l.lastActivity = t
 	}
+	h.links[r] = l
 }
 
 // RecordActivity sets id's lastActivityTime to t.
 func (h *Hub) RecordActivity(r IdentityRef, t time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if id, err := h.lookup(r); err == nil && t.After(id.lastActivity) {
-		id.lastActivity = t
+	if _, err := h.lookup(r); err != nil {
+		return
+	}
+	if l := h.links[r]; t.After(l.lastActivity) {
+		l.lastActivity = t
+		h.links[r] = l
 	}
 }
 

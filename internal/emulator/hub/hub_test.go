@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -375,4 +376,89 @@ func TestRights(t *testing.T) {
 	if _, err := hub.ParseRights("RegistryRead, Admin"); err == nil {
 		t.Error("ParseRights accepted an unknown right")
 	}
+}
+
+// A write the store fails to commit leaves no trace: the client got a 500,
+// so the hub must not show the change, push it, or build on it.
+func TestFailedWriteLeavesNoTrace(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "hub.db"), hub.Buckets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newHub(t, st, nil)
+	if _, err := h.CreateOrUpdateDevice("d1", iothub.Device{}, hub.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	d1 := hub.IdentityRef{DeviceID: "d1"}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	h.SetConnectionState(d1, true, t0)
+	var pushed []int64
+	var mu sync.Mutex
+	defer h.SubscribeDesired(func(p hub.DesiredPatch) { mu.Lock(); pushed = append(pushed, p.Version); mu.Unlock() })()
+	twinBefore, _ := h.Twin(d1)
+	devBefore, _ := h.GetDevice("d1")
+
+	disk := errors.New("disk full")
+	failures := []struct {
+		name  string
+		write func() error
+	}{
+		{"patch twin", func() error {
+			_, err := h.UpdateTwin(d1, []byte(`{"tags":{"t":1},"properties":{"desired":{"x":1}}}`), hub.IfMatch{})
+			return err
+		}},
+		{"replace twin", func() error {
+			_, err := h.ReplaceTwin(d1, []byte(`{"properties":{"desired":{"y":1}}}`), hub.IfMatch{})
+			return err
+		}},
+		{"report", func() error { _, err := h.UpdateReported(d1, []byte(`{"r":1}`)); return err }},
+		{"update device", func() error {
+			_, err := h.CreateOrUpdateDevice("d1", iothub.Device{Status: iothub.Disabled}, hub.IfMatch{Any: true})
+			return err
+		}},
+		{"create device", func() error { _, err := h.CreateOrUpdateDevice("d2", iothub.Device{}, hub.IfMatch{}); return err }},
+		{"create module", func() error { _, err := h.CreateOrUpdateModule("d1", "m1", iothub.Module{}, hub.IfMatch{}); return err }},
+		{"delete device", func() error { return h.DeleteDevice("d1", hub.IfMatch{}) }},
+	}
+	for _, f := range failures {
+		st.InjectFault(disk)
+		if err := f.write(); hub.StatusOf(err) != 500 {
+			t.Errorf("%s with a failing store = %v; want a 500", f.name, err)
+		}
+	}
+
+	if got, _ := h.Twin(d1); string(got) != string(twinBefore) {
+		t.Errorf("twin after failed writes:\n%s\nwant:\n%s", got, twinBefore)
+	}
+	if got, err := h.GetDevice("d1"); err != nil {
+		t.Errorf("device after a failed delete: %v", err)
+	} else if diff := cmp.Diff(devBefore, got); diff != "" {
+		t.Errorf("device after failed writes (-want +got):\n%s", diff)
+	}
+	if _, err := h.GetDevice("d2"); hub.StatusOf(err) != 404 {
+		t.Errorf("device whose create failed: %v; want 404", err)
+	}
+	if got := h.ListModules("d1"); len(got) != 0 {
+		t.Errorf("module whose create failed is listed: %v", got)
+	}
+	mu.Lock()
+	if len(pushed) != 0 {
+		t.Errorf("desired versions pushed for failed writes: %v", pushed)
+	}
+	mu.Unlock()
+
+	// The hub goes on from what the store holds.
+	twin, err := h.UpdateTwin(d1, []byte(`{"properties":{"desired":{"x":2}}}`), hub.IfMatch{})
+	if err != nil {
+		t.Fatalf("write after the store recovered: %v", err)
+	}
+	if !strings.Contains(string(twin), `"$version":2`) {
+		t.Errorf("twin after one successful patch: %s; want desired $version 2", twin)
+	}
+	mu.Lock()
+	if len(pushed) != 1 || pushed[0] != 2 {
+		t.Errorf("desired versions pushed = %v; want [2]", pushed)
+	}
+	mu.Unlock()
 }

@@ -178,6 +178,7 @@ func (h *Hub) CreateOrUpdateDevice(deviceID string, req iothub.Device, cond IfMa
 	if d == nil {
 		id = &identity{DeviceID: deviceID, GenerationID: generationID(now), Status: iothub.Enabled, Twin: newTwin()}
 		d = &device{identity: id, modules: map[string]*identity{}}
+		delete(h.links, id.ref()) // left by an earlier device of that ID
 	} else {
 		c := *d.identity // update a copy, so a failed validation leaves no trace
 		id = &c
@@ -312,6 +313,7 @@ func (h *Hub) CreateOrUpdateModule(deviceID, moduleID string, req iothub.Module,
 	var id *identity
 	if m == nil {
 		id = &identity{DeviceID: deviceID, ModuleID: moduleID, GenerationID: generationID(now), Twin: newTwin()}
+		delete(h.links, id.ref()) // left by an earlier module of that ID
 	} else {
 		c := *m
 		id = &c
@@ -378,8 +380,8 @@ func (h *Hub) DeleteModule(deviceID, moduleID string, cond IfMatch) error {
 	return h.wait(p)
 }
 
-func connectionState(id *identity) string {
-	if id.connected {
+func (l link) state() string {
+	if l.connected {
 		return iothub.Connected
 	}
 	return iothub.Disconnected
@@ -389,16 +391,17 @@ func connectionState(id *identity) string {
 // a real hub uses in the response to a create ("0001-01-01T00:00:00",
 // without the Z it writes everywhere else).
 func (h *Hub) deviceView(id *identity, justCreated bool) iothub.Device {
+	l := h.links[id.ref()]
 	return iothub.Device{
 		DeviceID:                   id.DeviceID,
 		GenerationID:               id.GenerationID,
 		ETag:                       identityETag(id.ETag),
-		ConnectionState:            connectionState(id),
+		ConnectionState:            l.state(),
 		Status:                     id.Status,
 		StatusReason:               id.StatusReason,
-		ConnectionStateUpdatedTime: formatTime(id.connUpdated, justCreated),
+		ConnectionStateUpdatedTime: formatTime(l.updated, justCreated),
 		StatusUpdatedTime:          formatTime(id.StatusUpdated, justCreated),
-		LastActivityTime:           formatTime(id.lastActivity, justCreated),
+		LastActivityTime:           formatTime(l.lastActivity, justCreated),
 		Authentication:             id.Auth.view(),
 		Capabilities:               &iothub.DeviceCapabilities{IoTEdge: id.IoTEdge},
 		DeviceScope:                id.DeviceScope,
@@ -407,15 +410,16 @@ func (h *Hub) deviceView(id *identity, justCreated bool) iothub.Device {
 }
 
 func (h *Hub) moduleView(id *identity, justCreated bool) iothub.Module {
+	l := h.links[id.ref()]
 	return iothub.Module{
 		ModuleID:                   id.ModuleID,
 		ManagedBy:                  id.ManagedBy,
 		DeviceID:                   id.DeviceID,
 		GenerationID:               id.GenerationID,
 		ETag:                       identityETag(id.ETag),
-		ConnectionState:            connectionState(id),
-		ConnectionStateUpdatedTime: formatTime(id.connUpdated, justCreated),
-		LastActivityTime:           formatTime(id.lastActivity, justCreated),
+		ConnectionState:            l.state(),
+		ConnectionStateUpdatedTime: formatTime(l.updated, justCreated),
+		LastActivityTime:           formatTime(l.lastActivity, justCreated),
 		Authentication:             id.Auth.view(),
 	}
 }

@@ -30,6 +30,7 @@ type twinView struct {
 // Callers hold h.mu.
 func (h *Hub) renderTwin(id *identity) []byte {
 	d := h.devices[id.DeviceID].identity
+	l := h.links[id.ref()]
 	v := twinView{
 		DeviceID:           id.DeviceID,
 		ModuleID:           id.ModuleID,
@@ -37,8 +38,8 @@ func (h *Hub) renderTwin(id *identity) []byte {
 		DeviceETag:         identityETag(id.ETag),
 		Status:             d.Status,
 		StatusUpdateTime:   formatTime(d.StatusUpdated, false),
-		ConnectionState:    connectionState(id),
-		LastActivityTime:   formatTime(id.lastActivity, false),
+		ConnectionState:    l.state(),
+		LastActivityTime:   formatTime(l.lastActivity, false),
 		AuthenticationType: id.Auth.Type,
 		X509Thumbprint:     iothub.X509Thumbprint{PrimaryThumbprint: id.Auth.PrimaryThumbprint, SecondaryThumbprint: id.Auth.SecondaryThumbprint},
 		Version:            id.Twin.Version,

@@ -5,6 +5,10 @@
 // Changes are applied in the order they were queued, and a change's
 // callback runs after the change is on disk (or failed) and before its
 // waiter is released, in queue order.
+//
+// A failed commit halts the store: the changes queued behind it were built
+// on top of it, so they fail too, and so does every later change until the
+// owner has reloaded its state from the store and called Resume.
 package store
 
 import (
@@ -26,6 +30,10 @@ type Op struct {
 // ErrClosed is returned for changes queued after Close.
 var ErrClosed = errors.New("store is closed")
 
+// ErrHalted is returned for changes refused because an earlier commit
+// failed (see Halted and Resume).
+var ErrHalted = errors.New("store is halted after a failed write")
+
 // maxGroup bounds how many queued changes share one transaction, so that a
 // flood of writers still sees steady progress.
 const maxGroup = 4096
@@ -38,6 +46,8 @@ type Store struct {
 	mu      sync.Mutex
 	queue   []*Pending
 	closed  bool
+	halted  error         // the failed commit that halted the store
+	fault   error         // the next commit fails with it (InjectFault)
 	wake    chan struct{} // buffered(1): the writer has work
 	stopped chan struct{} // closed when the writer has exited
 }
@@ -118,6 +128,12 @@ func (s *Store) Enqueue(ops []Op, after func(error)) *Pending {
 		p.finish(ErrClosed)
 		return p
 	}
+	if s.halted != nil {
+		err := fmt.Errorf("%w: %v", ErrHalted, s.halted)
+		s.mu.Unlock()
+		p.finish(err)
+		return p
+	}
 	s.queue = append(s.queue, p)
 	s.mu.Unlock()
 	select {
@@ -155,15 +171,57 @@ func (s *Store) writer() {
 			continue
 		}
 		err := s.commit(group)
+		var behind []*Pending
+		if err != nil {
+			s.mu.Lock()
+			s.halted = err
+			behind = s.queue
+			s.queue = nil
+			s.mu.Unlock()
+		}
 		for _, p := range group {
 			p.finish(err)
 		}
+		for _, p := range behind {
+			p.finish(fmt.Errorf("%w: %v", ErrHalted, err))
+		}
 	}
+}
+
+// Halted returns the commit failure that halted the store, or nil.
+func (s *Store) Halted() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halted
+}
+
+// Resume lets a halted store take changes again. Call it once the state
+// built on the failed changes has been dropped, e.g. reloaded with Load.
+func (s *Store) Resume() {
+	s.mu.Lock()
+	s.halted = nil
+	s.mu.Unlock()
+}
+
+// InjectFault makes the next commit of a file store fail with err, writing
+// nothing, as a full disk would. It exists for tests; a memory store never
+// fails.
+func (s *Store) InjectFault(err error) {
+	s.mu.Lock()
+	s.fault = err
+	s.mu.Unlock()
 }
 
 func (s *Store) commit(group []*Pending) error {
 	if s.db == nil {
 		return nil
+	}
+	s.mu.Lock()
+	fault := s.fault
+	s.fault = nil
+	s.mu.Unlock()
+	if fault != nil {
+		return fmt.Errorf("commit: %w", fault)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, p := range group {

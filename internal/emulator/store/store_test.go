@@ -178,3 +178,41 @@ func TestUnknownBucketFailsTheWrite(t *testing.T) {
 		t.Error("Load of an unknown bucket succeeded")
 	}
 }
+
+func TestFailedCommitHaltsUntilResume(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := store.Open(path, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	disk := errors.New("disk full")
+	s.InjectFault(disk)
+	failed := s.Enqueue([]store.Op{{Bucket: "a", Key: "k1", Value: []byte("v")}}, nil)
+	behind := s.Enqueue([]store.Op{{Bucket: "a", Key: "k2", Value: []byte("v")}}, nil)
+	if err := failed.Wait(); !errors.Is(err, disk) {
+		t.Errorf("failed write = %v; want the injected fault", err)
+	}
+	if err := behind.Wait(); err == nil {
+		t.Error("a write queued behind a failed one succeeded")
+	}
+	if err := s.Halted(); !errors.Is(err, disk) {
+		t.Errorf("Halted() = %v; want the injected fault", err)
+	}
+	if err := s.Enqueue([]store.Op{{Bucket: "a", Key: "k3", Value: []byte("v")}}, nil).Wait(); !errors.Is(err, store.ErrHalted) {
+		t.Errorf("write while halted = %v; want ErrHalted", err)
+	}
+	if got := load(t, s, "a"); len(got) != 0 {
+		t.Errorf("after the failure the store holds %v; want nothing", got)
+	}
+	s.Resume()
+	if err := s.Halted(); err != nil {
+		t.Errorf("Halted() after Resume = %v", err)
+	}
+	if err := s.Enqueue([]store.Op{{Bucket: "a", Key: "k4", Value: []byte("v")}}, nil).Wait(); err != nil {
+		t.Fatalf("write after Resume: %v", err)
+	}
+	if got := load(t, s, "a"); len(got) != 1 || got["k4"] != "v" {
+		t.Errorf("store holds %v; want only k4", got)
+	}
+}
