@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
 
@@ -68,7 +69,7 @@ func (h *Hub) AuthenticateDevice(r IdentityRef, token string, now time.Time) (ti
 	enabled := false
 	if lookupErr == nil {
 		keys = [2]string{id.Auth.PrimaryKey, id.Auth.SecondaryKey}
-		enabled = h.devices[r.DeviceID].Status != "disabled"
+		enabled = h.devices[r.DeviceID].Status != iothub.Disabled
 	}
 	h.mu.RUnlock()
 

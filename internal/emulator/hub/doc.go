@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
@@ -229,12 +230,7 @@ func renderMeta(buf *bytes.Buffer, m *meta) {
 		writeKey(buf, "$lastUpdatedVersion")
 		fmt.Fprintf(buf, "%d", m.Version)
 	}
-	keys := make([]string, 0, len(m.Children))
-	for k := range m.Children {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(m.Children) {
 		buf.WriteByte(',')
 		writeKey(buf, k)
 		renderMeta(buf, m.Children[k])
@@ -257,13 +253,8 @@ func renderPatch(patch object, version int64) []byte {
 	return buf.Bytes()
 }
 
-func sortedKeys(o object) []string {
-	keys := make([]string, 0, len(o))
-	for k := range o {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 func writeKey(buf *bytes.Buffer, k string) {

@@ -58,7 +58,7 @@ type Hub struct {
 	sequence int64 // last identity etag number handed out
 
 	subMu sync.Mutex
-	subs  map[int]func(DesiredPatch)
+	subs  map[int]Events
 	subID int
 }
 
@@ -133,7 +133,7 @@ func New(opts Options) (*Hub, error) {
 		log:      opts.Logger,
 		devices:  map[string]*device{},
 		links:    map[IdentityRef]link{},
-		subs:     map[int]func(DesiredPatch){},
+		subs:     map[int]Events{},
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -283,16 +283,20 @@ func (h *Hub) putOps(ids ...*identity) []store.Op {
 	return append(ops, store.Op{Bucket: bucketMeta, Key: keySequence, Value: []byte(strconv.FormatInt(h.sequence, 10))})
 }
 
+// notices are what subscribers hear of a change once it is durable.
+type notices struct {
+	patches []DesiredPatch
+	revoked []Revocation
+}
+
 // commit queues ops (callers hold h.mu, so queue order is commit order)
-// and publishes patches once they are durable.
-func (h *Hub) commit(ops []store.Op, patches ...DesiredPatch) *store.Pending {
+// and tells subscribers about the change once it is durable.
+func (h *Hub) commit(ops []store.Op, n notices) *store.Pending {
 	var after func(error)
-	if len(patches) > 0 {
+	if len(n.patches) > 0 || len(n.revoked) > 0 {
 		after = func(err error) {
 			if err == nil {
-				for _, p := range patches {
-					h.publish(p)
-				}
+				h.notify(n)
 			}
 		}
 	}
@@ -310,14 +314,13 @@ func (h *Hub) wait(p *store.Pending) error {
 	return nil
 }
 
-// SubscribeDesired registers fn for every committed desired change; see
-// the mqttgw.Hub contract. fn runs on the store's writer goroutine, after
-// the change is durable, in commit order.
-func (h *Hub) SubscribeDesired(fn func(DesiredPatch)) (cancel func()) {
+// Subscribe registers callbacks for every committed change of any
+// identity; see Events and the mqttgw.Hub contract.
+func (h *Hub) Subscribe(ev Events) (cancel func()) {
 	h.subMu.Lock()
 	h.subID++
 	id := h.subID
-	h.subs[id] = fn
+	h.subs[id] = ev
 	h.subMu.Unlock()
 	return func() {
 		h.subMu.Lock()
@@ -326,20 +329,30 @@ func (h *Hub) SubscribeDesired(fn func(DesiredPatch)) (cancel func()) {
 	}
 }
 
-func (h *Hub) publish(p DesiredPatch) {
+// notify calls the subscribers in the order they subscribed.
+func (h *Hub) notify(n notices) {
 	h.subMu.Lock()
 	ids := make([]int, 0, len(h.subs))
 	for id := range h.subs {
 		ids = append(ids, id)
 	}
 	sort.Ints(ids)
-	fns := make([]func(DesiredPatch), 0, len(ids))
+	subs := make([]Events, 0, len(ids))
 	for _, id := range ids {
-		fns = append(fns, h.subs[id])
+		subs = append(subs, h.subs[id])
 	}
 	h.subMu.Unlock()
-	for _, fn := range fns {
-		fn(p)
+	for _, ev := range subs {
+		if ev.Desired != nil {
+			for _, p := range n.patches {
+				ev.Desired(p)
+			}
+		}
+		if ev.Revoked != nil {
+			for _, r := range n.revoked {
+				ev.Revoked(r)
+			}
+		}
 	}
 }
 
@@ -359,13 +372,17 @@ func (h *Hub) lookup(r IdentityRef) (*identity, error) {
 	return m, nil
 }
 
-// SetConnectionState records that id connected or disconnected at t.
-func (h *Hub) SetConnectionState(r IdentityRef, connected bool, t time.Time) {
+// SetConnectionState records that id connected or disconnected at t; see
+// the mqttgw.Hub contract.
+func (h *Hub) SetConnectionState(r IdentityRef, connected bool, t time.Time) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, err := h.lookup(r); err != nil {
 		delete(h.links, r)
-		return
+		return err
+	}
+	if connected && h.devices[r.DeviceID].Status == iothub.Disabled {
+		return newError(iothub.IotHubUnauthorizedAccess, "device %s is disabled", r.DeviceID)
 	}
 	l := h.links[r]
 	l.connected = connected
@@ -374,6 +391,7 @@ func (h *Hub) SetConnectionState(r IdentityRef, connected bool, t time.Time) {
 		l.lastActivity = t
 	}
 	h.links[r] = l
+	return nil
 }
 
 // RecordActivity sets id's lastActivityTime to t.

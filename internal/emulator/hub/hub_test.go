@@ -313,15 +313,15 @@ func TestPersistsAcrossRestart(t *testing.T) {
 	}
 }
 
-func TestSubscribeDesiredCancel(t *testing.T) {
+func TestSubscribeCancel(t *testing.T) {
 	h := newHub(t, nil, nil)
 	if _, err := h.CreateOrUpdateDevice("d1", iothub.Device{}, hub.IfMatch{}); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var a, b int
-	cancelA := h.SubscribeDesired(func(hub.DesiredPatch) { mu.Lock(); a++; mu.Unlock() })
-	cancelB := h.SubscribeDesired(func(hub.DesiredPatch) { mu.Lock(); b++; mu.Unlock() })
+	cancelA := h.Subscribe(hub.Events{Desired: func(hub.DesiredPatch) { mu.Lock(); a++; mu.Unlock() }})
+	cancelB := h.Subscribe(hub.Events{Desired: func(hub.DesiredPatch) { mu.Lock(); b++; mu.Unlock() }})
 	defer cancelB()
 	d1 := hub.IdentityRef{DeviceID: "d1"}
 	if _, err := h.UpdateTwin(d1, []byte(`{"properties":{"desired":{"x":1}}}`), hub.IfMatch{}); err != nil {
@@ -342,6 +342,45 @@ func TestSubscribeDesiredCancel(t *testing.T) {
 	defer mu.Unlock()
 	if a != 1 || b != 2 {
 		t.Errorf("calls: cancelled subscriber %d (want 1), live subscriber %d (want 2)", a, b)
+	}
+}
+
+func TestRevocations(t *testing.T) {
+	h := newHub(t, nil, nil)
+	var mu sync.Mutex
+	var got []hub.Revocation
+	defer h.Subscribe(hub.Events{Revoked: func(r hub.Revocation) { mu.Lock(); got = append(got, r); mu.Unlock() }})()
+	mustOK := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"d1", "d2"} {
+		mustOK(h.CreateOrUpdateDevice(d, iothub.Device{}, hub.IfMatch{}))
+		mustOK(h.CreateOrUpdateModule(d, "m1", iothub.Module{}, hub.IfMatch{}))
+	}
+	mustOK(h.CreateOrUpdateModule("d1", "m2", iothub.Module{}, hub.IfMatch{}))
+	// Updates that leave the device enabled, or keep it disabled, revoke nothing.
+	mustOK(h.CreateOrUpdateDevice("d1", iothub.Device{Status: iothub.Enabled}, hub.IfMatch{Any: true}))
+	mustOK(h.CreateOrUpdateDevice("d1", iothub.Device{Status: iothub.Disabled}, hub.IfMatch{Any: true}))
+	mustOK(h.CreateOrUpdateDevice("d1", iothub.Device{Status: iothub.Disabled}, hub.IfMatch{Any: true}))
+	if err := h.DeleteModule("d2", "m1", hub.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.DeleteDevice("d1", hub.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	ref := func(d, m string) hub.IdentityRef { return hub.IdentityRef{DeviceID: d, ModuleID: m} }
+	want := []hub.Revocation{
+		{Identity: ref("d1", "")}, {Identity: ref("d1", "m1")}, {Identity: ref("d1", "m2")},
+		{Identity: ref("d2", "m1"), Deleted: true},
+		{Identity: ref("d1", ""), Deleted: true}, {Identity: ref("d1", "m1"), Deleted: true}, {Identity: ref("d1", "m2"), Deleted: true},
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("revocations (-want +got):\n%s", diff)
 	}
 }
 
@@ -395,7 +434,11 @@ func TestFailedWriteLeavesNoTrace(t *testing.T) {
 	h.SetConnectionState(d1, true, t0)
 	var pushed []int64
 	var mu sync.Mutex
-	defer h.SubscribeDesired(func(p hub.DesiredPatch) { mu.Lock(); pushed = append(pushed, p.Version); mu.Unlock() })()
+	var revoked []hub.Revocation
+	defer h.Subscribe(hub.Events{
+		Desired: func(p hub.DesiredPatch) { mu.Lock(); pushed = append(pushed, p.Version); mu.Unlock() },
+		Revoked: func(r hub.Revocation) { mu.Lock(); revoked = append(revoked, r); mu.Unlock() },
+	})()
 	twinBefore, _ := h.Twin(d1)
 	devBefore, _ := h.GetDevice("d1")
 
@@ -443,8 +486,8 @@ func TestFailedWriteLeavesNoTrace(t *testing.T) {
 		t.Errorf("module whose create failed is listed: %v", got)
 	}
 	mu.Lock()
-	if len(pushed) != 0 {
-		t.Errorf("desired versions pushed for failed writes: %v", pushed)
+	if len(pushed) != 0 || len(revoked) != 0 {
+		t.Errorf("failed writes were announced: desired versions %v, revocations %v", pushed, revoked)
 	}
 	mu.Unlock()
 

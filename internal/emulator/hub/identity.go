@@ -27,3 +27,19 @@ type DesiredPatch struct {
 	Version  int64
 	Body     []byte
 }
+
+// Revocation is a committed change after which an identity may no longer
+// connect: it was deleted (a device's deletion revokes its modules too),
+// or its device was disabled (which revokes the device and its modules).
+type Revocation struct {
+	Identity IdentityRef
+	Deleted  bool // false: its device was disabled
+}
+
+// Events are the callbacks of a subscription to committed changes; either
+// may be nil. They run on the store's writer goroutine once the change is
+// durable, in commit order, and must not block.
+type Events struct {
+	Desired func(DesiredPatch)
+	Revoked func(Revocation)
+}

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"encoding/base64"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -183,9 +182,13 @@ func (h *Hub) CreateOrUpdateDevice(deviceID string, req iothub.Device, cond IfMa
 		c := *d.identity // update a copy, so a failed validation leaves no trace
 		id = &c
 	}
+	var n notices
 	if req.Status != "" && req.Status != id.Status {
 		id.Status = req.Status
 		id.StatusUpdated = now
+		if id.Status == iothub.Disabled {
+			n.revoked = revokeDevice(d, false)
+		}
 	}
 	id.StatusReason = req.StatusReason
 	id.Auth = auth
@@ -197,7 +200,7 @@ func (h *Hub) CreateOrUpdateDevice(deviceID string, req iothub.Device, cond IfMa
 	d.identity = id
 	h.devices[deviceID] = d
 	view := h.deviceView(id, created)
-	p := h.commit(h.putOps(id))
+	p := h.commit(h.putOps(id), n)
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return iothub.Device{}, err
@@ -227,11 +230,7 @@ func (h *Hub) ListDevices(top int) []iothub.Device {
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	ids := make([]string, 0, len(h.devices))
-	for id := range h.devices {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := sortedKeys(h.devices)
 	if len(ids) > top {
 		ids = ids[:top]
 	}
@@ -259,7 +258,7 @@ func (h *Hub) DeleteDevice(deviceID string, cond IfMatch) error {
 	for mid := range d.modules {
 		ops = append(ops, store.Op{Bucket: bucketIdentities, Key: identityKey(IdentityRef{deviceID, mid})})
 	}
-	p := h.commit(ops)
+	p := h.commit(ops, notices{revoked: revokeDevice(d, true)})
 	h.mu.Unlock()
 	return h.wait(p)
 }
@@ -323,7 +322,7 @@ func (h *Hub) CreateOrUpdateModule(deviceID, moduleID string, req iothub.Module,
 	id.ETag = h.nextETag()
 	d.modules[moduleID] = id
 	view := h.moduleView(id, m == nil)
-	p := h.commit(h.putOps(id))
+	p := h.commit(h.putOps(id), notices{})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return iothub.Module{}, err
@@ -352,12 +351,7 @@ func (h *Hub) ListModules(deviceID string) []iothub.Module {
 	if d == nil {
 		return out
 	}
-	ids := make([]string, 0, len(d.modules))
-	for id := range d.modules {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range sortedKeys(d.modules) {
 		out = append(out, h.moduleView(d.modules[id], false))
 	}
 	return out
@@ -375,9 +369,20 @@ func (h *Hub) DeleteModule(deviceID, moduleID string, cond IfMatch) error {
 		return err
 	}
 	delete(h.devices[deviceID].modules, moduleID)
-	p := h.commit([]store.Op{{Bucket: bucketIdentities, Key: identityKey(m.ref())}})
+	p := h.commit([]store.Op{{Bucket: bucketIdentities, Key: identityKey(m.ref())}},
+		notices{revoked: []Revocation{{Identity: m.ref(), Deleted: true}}})
 	h.mu.Unlock()
 	return h.wait(p)
+}
+
+// revokeDevice lists the revocations of a device and its modules, in ID
+// order.
+func revokeDevice(d *device, deleted bool) []Revocation {
+	out := []Revocation{{Identity: d.ref(), Deleted: deleted}}
+	for _, mid := range sortedKeys(d.modules) {
+		out = append(out, Revocation{Identity: d.modules[mid].ref(), Deleted: deleted})
+	}
+	return out
 }
 
 func (l link) state() string {

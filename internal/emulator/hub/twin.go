@@ -197,7 +197,7 @@ func (h *Hub) UpdateTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, erro
 	t.ETag++
 	id.Twin = t
 	out := h.renderTwin(id)
-	p := h.commit(h.putOps(id), patches...)
+	p := h.commit(h.putOps(id), notices{patches: patches})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func (h *Hub) ReplaceTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, err
 	t.ETag++
 	id.Twin = t
 	out := h.renderTwin(id)
-	p := h.commit(h.putOps(id), patches...)
+	p := h.commit(h.putOps(id), notices{patches: patches})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return nil, err
@@ -292,7 +292,7 @@ func (h *Hub) UpdateReported(r IdentityRef, body []byte) (int64, error) {
 	t.Reported = rep
 	t.ETag++
 	id.Twin = t
-	p := h.commit(h.putOps(id))
+	p := h.commit(h.putOps(id), notices{})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return 0, err

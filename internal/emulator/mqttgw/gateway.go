@@ -50,8 +50,8 @@ type Gateway struct {
 	tls *tlsListener
 	ws  *wsListener
 
-	cancelDesired func()
-	closeOnce     sync.Once
+	cancelEvents func()
+	closeOnce    sync.Once
 
 	// conns holds every authenticated connection by its network
 	// connection; live holds each identity's current connection.
@@ -149,7 +149,7 @@ func Start(cfg Config) (*Gateway, error) {
 	// The broker starts its listeners on goroutines of its own; WebSocket
 	// upgrades may arrive as soon as Start returns.
 	g.ws.set.serve(g.srv.EstablishConnection)
-	g.cancelDesired = cfg.Hub.SubscribeDesired(g.deliverDesired)
+	g.cancelEvents = cfg.Hub.Subscribe(hub.Events{Desired: g.deliverDesired, Revoked: g.revoke})
 	log.Info("MQTT gateway listening", "addr", ln.Addr().String(), "websocket", WebSocketPath)
 	return g, nil
 }
@@ -174,12 +174,12 @@ func (g *Gateway) Addr() net.Addr { return g.tls.ln.Addr() }
 // ServeHTTP accepts MQTT over WebSockets (subprotocol "mqtt").
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.ws.ServeHTTP(w, r) }
 
-// Close stops taking desired patches, closes the listeners and every
+// Close stops taking the hub's changes, closes the listeners and every
 // connection, and waits for them to end. The hub must stay usable until
 // Close returns (disconnections are recorded in it).
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
-		g.cancelDesired()
+		g.cancelEvents()
 		_ = g.srv.Close()
 	})
 	return nil
@@ -202,8 +202,9 @@ func (g *Gateway) connOf(cl *mqtt.Client) *conn {
 }
 
 // connected makes c its identity's live connection and arms the token
-// expiry.
-func (g *Gateway) connected(c *conn, tokenExpiry time.Time) {
+// expiry. It closes c and returns false when the identity was deleted or
+// disabled since it authenticated.
+func (g *Gateway) connected(c *conn, tokenExpiry time.Time) bool {
 	now := time.Now()
 	mu := g.stripe(c.id)
 	mu.Lock()
@@ -212,17 +213,35 @@ func (g *Gateway) connected(c *conn, tokenExpiry time.Time) {
 		old.(*conn).live.Store(false)
 	}
 	c.live.Store(true)
-	g.hub.SetConnectionState(c.id, true, now)
+	err := g.hub.SetConnectionState(c.id, true, now)
 	mu.Unlock()
 
 	cl := c.cl
+	if err != nil {
+		// Deleted or disabled since it authenticated: a revocation
+		// committed before the connection became live found nothing to
+		// close.
+		cause := errDisabled
+		if hub.StatusOf(err) == http.StatusNotFound {
+			cause = errDeleted
+		}
+		g.log.Info("closing MQTT connection", "identity", c.id.String(), "reason", cause)
+		cl.Stop(cause)
+		return false
+	}
 	c.expiry = time.AfterFunc(tokenExpiry.Sub(now), func() {
 		g.log.Info("closing MQTT connection: its SAS token expired", "identity", c.id.String())
 		cl.Stop(errTokenExpired)
 	})
+	return true
 }
 
-var errTokenExpired = errors.New("SAS token expired")
+// Why the gateway closes a connection.
+var (
+	errTokenExpired = errors.New("SAS token expired")
+	errDeleted      = errors.New("identity deleted")
+	errDisabled     = errors.New("device disabled")
+)
 
 // disconnected forgets the connection nc; if it was its identity's live
 // connection, the identity is now disconnected. The broker reports most
@@ -244,8 +263,26 @@ func (g *Gateway) disconnected(nc net.Conn) (*conn, bool) {
 		return c, false
 	}
 	c.live.Store(false)
-	g.hub.SetConnectionState(c.id, false, time.Now())
+	_ = g.hub.SetConnectionState(c.id, false, time.Now()) // fails only for a deleted identity
 	return c, true
+}
+
+// revoke closes the live connection of an identity that may no longer
+// connect, as the real hub does when an identity is deleted or its device
+// disabled.
+func (g *Gateway) revoke(r hub.Revocation) {
+	v, ok := g.live.Load(r.Identity)
+	if !ok {
+		return
+	}
+	cause := errDisabled
+	if r.Deleted {
+		cause = errDeleted
+	}
+	g.log.Info("closing MQTT connection", "identity", r.Identity.String(), "reason", cause)
+	// Closing a TLS connection may wait for the peer; this runs on the
+	// hub's committing goroutine.
+	go v.(*conn).cl.Stop(cause)
 }
 
 // deliverDesired pushes a committed desired change to its identity's live

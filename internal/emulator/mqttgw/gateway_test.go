@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/google/go-cmp/cmp"
 	"github.com/gorilla/websocket"
 
@@ -329,6 +330,65 @@ func TestTokenExpiryDisconnects(t *testing.T) {
 		t.Errorf("connectionState while connected = %q, want %q", got, iothub.Connected)
 	}
 	c.waitLost(t)
+	eventually(t, "connectionState is Disconnected", func() bool { return e.connectionState(t, m) == iothub.Disconnected })
+}
+
+// TestDeletionClosesConnections: deleting a module closes its connection
+// and nobody else's; deleting a device closes its own and its modules';
+// the deleted identity's session goes with it.
+func TestDeletionClosesConnections(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			e := newEnv(t)
+			m1, m2 := e.module(t, "dev", "m1"), e.module(t, "dev", "m2")
+			dev := identity{ref: hub.IdentityRef{DeviceID: "dev"}}
+			dev.key = e.deviceKey(t, "dev")
+			c1, c2, cd := e.dial(t, tr, m1), e.dial(t, tr, m2), e.dial(t, tr, dev)
+			c1.subscribe(t, 1, desiredFilter)
+			c2.subscribe(t, 1, desiredFilter)
+
+			e.call(t, http.MethodDelete, m1.path(), `"*"`, nil, nil)
+			c1.waitLost(t)
+			e.patchDesired(t, m2, `{"still":"here"}`)
+			if got, want := c2.next(t).Topic(), desiredTopic(2); got != want {
+				t.Errorf("the other module got %q, want %q", got, want)
+			}
+
+			// Created again, m1 connects with clean session off to no session.
+			m1 = e.module(t, "dev", "m1")
+			again := e.newClient(t, tr, m1.clientID(), dialOpts{password: e.token(t, m1, time.Hour)})
+			tok := again.Connect()
+			if !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+				t.Fatalf("connect the new m1: %v", tok.Error())
+			}
+			if tok.(*paho.ConnectToken).SessionPresent() {
+				t.Error("the new m1 got the deleted m1's session")
+			}
+
+			e.call(t, http.MethodDelete, dev.path(), `"*"`, nil, nil)
+			for _, c := range []*client{again, c2, cd} {
+				c.waitLost(t)
+			}
+		})
+	}
+}
+
+// TestDisablingClosesConnections: disabling a device closes its
+// connection and its modules', and they cannot connect again.
+func TestDisablingClosesConnections(t *testing.T) {
+	e := newEnv(t)
+	m := e.module(t, "dev", "m")
+	dev := identity{ref: hub.IdentityRef{DeviceID: "dev"}}
+	dev.key = e.deviceKey(t, "dev")
+	cm, cd := e.dial(t, overTLS, m), e.dial(t, overWebSocket, dev)
+
+	e.call(t, http.MethodPut, dev.path(), `"*"`, iothub.Device{DeviceID: "dev", Status: iothub.Disabled}, nil)
+	cm.waitLost(t)
+	cd.waitLost(t)
+	again := e.newClient(t, overTLS, m.clientID(), dialOpts{password: e.token(t, m, time.Hour)})
+	if rc := again.connect(t); rc != 5 {
+		t.Errorf("module of a disabled device: CONNACK %d, want 5", rc)
+	}
 	eventually(t, "connectionState is Disconnected", func() bool { return e.connectionState(t, m) == iothub.Disconnected })
 }
 

@@ -190,6 +190,14 @@ func (e *env) module(t *testing.T, deviceID, moduleID string) identity {
 	return id
 }
 
+// deviceKey returns a registered device's primary key.
+func (e *env) deviceKey(t *testing.T, deviceID string) string {
+	t.Helper()
+	var d iothub.Device
+	e.call(t, http.MethodGet, "/devices/"+url.PathEscape(deviceID), "", nil, &d)
+	return d.Authentication.SymmetricKey.PrimaryKey
+}
+
 // patchDesired changes desired properties over REST.
 func (e *env) patchDesired(t *testing.T, id identity, desired string) {
 	t.Helper()

@@ -110,18 +110,29 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	c := &conn{cl: cl, id: id, prefix: internalPrefix(cl.ID)}
-	h.g.connected(c, tok.Expiry)
+	if !h.g.connected(c, tok.Expiry) {
+		return
+	}
 	h.g.log.Info("MQTT client connected", "identity", id.String(), "remote", cl.Net.Remote,
 		"transport", cl.Net.Listener, "cleanSession", cl.Properties.Clean)
 }
 
-func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	c, wasLive := h.g.disconnected(cl.Net.Conn)
 	if c == nil {
 		return
 	}
 	if cause := cl.StopCause(); cause != nil {
 		err = cause
+	}
+	if errors.Is(err, errDeleted) && !expire && !cl.IsTakenOver() {
+		// A deleted identity's session goes with it: an identity created
+		// again under the same ID starts without subscriptions.
+		if cur, ok := h.g.srv.Clients.Get(cl.ID); ok && cur == cl {
+			cl.ClearInflights()
+			h.g.srv.UnsubscribeClient(cl)
+			h.g.srv.Clients.Delete(cl.ID)
+		}
 	}
 	h.g.log.Info("MQTT client disconnected", "identity", c.id.String(), "remote", cl.Net.Remote,
 		"replaced", !wasLive, "reason", errText(err))

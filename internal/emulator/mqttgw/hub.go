@@ -35,15 +35,19 @@ type Hub interface {
 	// hub.StatusOf(err) is 400.
 	UpdateReported(id hub.IdentityRef, patch []byte) (version int64, err error)
 
-	// SubscribeDesired registers fn to be called for every committed
-	// desired change of any identity, in commit order per identity. fn is
-	// called synchronously on the committing goroutine and must not block.
-	// The returned func unregisters it.
-	SubscribeDesired(fn func(hub.DesiredPatch)) (cancel func())
+	// Subscribe registers callbacks for committed changes of any
+	// identity, called in commit order on the committing goroutine (they
+	// must not block): Desired for every desired change, Revoked when an
+	// identity may no longer connect (deleted, or its device disabled).
+	// The returned func unregisters them.
+	Subscribe(ev hub.Events) (cancel func())
 
 	// SetConnectionState records that id connected (true) or disconnected
-	// (false) at t; it also sets lastActivityTime when connecting.
-	SetConnectionState(id hub.IdentityRef, connected bool, t time.Time)
+	// (false) at t; it also sets lastActivityTime when connecting. It
+	// fails when id is not registered or, when connecting, its device is
+	// disabled: the identity lost its right to connect after it
+	// authenticated, and the connection must be closed.
+	SetConnectionState(id hub.IdentityRef, connected bool, t time.Time) error
 
 	// RecordActivity sets id's lastActivityTime to t (cheap; may coalesce).
 	RecordActivity(id hub.IdentityRef, t time.Time)

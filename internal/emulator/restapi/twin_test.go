@@ -250,11 +250,11 @@ func TestDesiredChangesReachSubscribersInOrder(t *testing.T) {
 	e.createModule("d1", "m1")
 	var mu sync.Mutex
 	var got []hub.DesiredPatch
-	cancel := e.hub.SubscribeDesired(func(p hub.DesiredPatch) {
+	cancel := e.hub.Subscribe(hub.Events{Desired: func(p hub.DesiredPatch) {
 		mu.Lock()
 		got = append(got, p)
 		mu.Unlock()
-	})
+	}})
 	defer cancel()
 	e.mustDo(200, "PATCH", "/twins/d1/modules/m1", `{"properties":{"desired":{"telemetryInterval":122}}}`)
 	e.mustDo(200, "PATCH", "/twins/d1/modules/m1", `{"tags":{"only":"tags"}}`)
