@@ -138,6 +138,7 @@ var transports = []struct {
 }
 
 func TestInitialTwinThenPatchesInOrder(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
@@ -166,6 +167,7 @@ func TestInitialTwinThenPatchesInOrder(t *testing.T) {
 }
 
 func TestPatchWhileDisconnectedArrivesAsResync(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()

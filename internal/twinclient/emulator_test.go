@@ -297,6 +297,7 @@ func (l *lockedBuffer) String() string {
 var transports = []string{"tls", "websocket"}
 
 func TestEmulatorInitialTwinThenPatchesInOrder(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
@@ -322,6 +323,7 @@ func TestEmulatorInitialTwinThenPatchesInOrder(t *testing.T) {
 }
 
 func TestEmulatorPatchWhileDisconnectedArrivesAsResync(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
@@ -356,74 +358,84 @@ func TestEmulatorPatchWhileDisconnectedArrivesAsResync(t *testing.T) {
 }
 
 // TestEmulatorShortTokensLoseNothing runs for 20 s with 3 s tokens while
-// patches flow: the client renews its token six times, and every change is
+// patches flow to two modules, one reached over TLS and one over
+// WebSockets: each client renews its token six times, and every change is
 // delivered once, in order.
 func TestEmulatorShortTokensLoseNothing(t *testing.T) {
+	t.Parallel()
+	h := newHubEnv(t)
+	type watcher struct {
+		module  string
+		e       *events
+		first   int64
+		state   map[int64]map[string]int // desired state at each version
+		patches map[int64]int            // seq set by each version
+		last    int64
+	}
+	var ws []*watcher
 	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			t.Parallel()
-			h := newHubEnv(t)
-			cs, opts := h.module(t, "dev", "mod", tr)
-			e := run(t, cs, append(opts, twinclient.WithSASTTL(3*time.Second))...)
-			first := e.next(t)
+		w := &watcher{module: "mod-" + tr, state: map[int64]map[string]int{}, patches: map[int64]int{}}
+		cs, opts := h.module(t, "dev", w.module, tr)
+		w.e = run(t, cs, append(opts, twinclient.WithSASTTL(3*time.Second))...)
+		w.first = w.e.next(t).Version
+		w.state[w.first], w.last = map[string]int{}, w.first
+		ws = append(ws, w)
+	}
 
-			// state[v] is the desired state the hub holds at version v.
-			state := map[int64]map[string]int{first.Version: {}}
-			patches := map[int64]int{}
-			cur := map[string]int{}
-			last := first.Version
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			for i, end := 0, time.Now().Add(20*time.Second); time.Now().Before(end); i++ {
-				<-tick.C
-				v := h.patch(t, "dev", "mod", fmt.Sprintf(`{"seq":%d}`, i))
-				cur["seq"] = i
-				state[v] = map[string]int{"seq": i}
-				patches[v] = i
-				last = v
-			}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i, end := 0, time.Now().Add(20*time.Second); time.Now().Before(end); i++ {
+		<-tick.C
+		for _, w := range ws {
+			v := h.patch(t, "dev", w.module, fmt.Sprintf(`{"seq":%d}`, i))
+			w.state[v] = map[string]int{"seq": i}
+			w.patches[v] = i
+			w.last = v
+		}
+	}
 
-			prev, resyncs := first.Version, 0
-			for prev < last {
-				ev := e.next(t)
-				if ev.Version <= prev {
-					t.Fatalf("event %s after version %d: out of order or repeated", brief(ev), prev)
+	for i, w := range ws {
+		prev, resyncs := w.first, 0
+		for prev < w.last {
+			ev := w.e.next(t)
+			if ev.Version <= prev {
+				t.Fatalf("%s: event %s after version %d: out of order or repeated", transports[i], brief(ev), prev)
+			}
+			var got map[string]int
+			b, _ := json.Marshal(ev.Desired)
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("%s: event %s: %v", transports[i], brief(ev), err)
+			}
+			switch ev.Type {
+			case twinclient.EventPatch:
+				if ev.Version != prev+1 || got["seq"] != w.patches[ev.Version] {
+					t.Fatalf("%s: patch %s after version %d: want version %d with seq %d", transports[i], brief(ev), prev, prev+1, w.patches[prev+1])
 				}
-				var got map[string]int
-				b, _ := json.Marshal(ev.Desired)
-				if err := json.Unmarshal(b, &got); err != nil {
-					t.Fatalf("event %s: %v", brief(ev), err)
+			case twinclient.EventResync:
+				resyncs++
+				if diff := cmp.Diff(w.state[ev.Version], got); diff != "" {
+					t.Fatalf("%s: resync %s does not hold the state at its version (-want +got):\n%s", transports[i], brief(ev), diff)
 				}
-				switch ev.Type {
-				case twinclient.EventPatch:
-					if ev.Version != prev+1 || got["seq"] != patches[ev.Version] {
-						t.Fatalf("patch %s after version %d: want version %d with seq %d", brief(ev), prev, prev+1, patches[prev+1])
-					}
-				case twinclient.EventResync:
-					resyncs++
-					if diff := cmp.Diff(state[ev.Version], got); diff != "" {
-						t.Fatalf("resync %s does not hold the state at its version (-want +got):\n%s", brief(ev), diff)
-					}
-				default:
-					t.Fatalf("unexpected event %s", brief(ev))
-				}
-				prev = ev.Version
+			default:
+				t.Fatalf("%s: unexpected event %s", transports[i], brief(ev))
 			}
-			if resyncs > 0 {
-				t.Logf("%d changes arrived in a resync rather than as patches", resyncs)
-			}
-			logs := e.logs.String()
-			if n := strings.Count(logs, "renewed the SAS token"); n < 5 {
-				t.Errorf("%d token renewals in 20s with 3s tokens, want at least 5; log:\n%s", n, logs)
-			}
-			if strings.Contains(logs, "level=INFO") {
-				t.Errorf("the connection dropped (Info records); want seamless renewals; log:\n%s", logs)
-			}
-		})
+			prev = ev.Version
+		}
+		if resyncs > 0 {
+			t.Logf("%s: %d changes arrived in a resync rather than as patches", transports[i], resyncs)
+		}
+		logs := w.e.logs.String()
+		if n := strings.Count(logs, "renewed the SAS token"); n < 5 {
+			t.Errorf("%s: %d token renewals in 20s with 3s tokens, want at least 5; log:\n%s", transports[i], n, logs)
+		}
+		if strings.Contains(logs, "level=INFO") {
+			t.Errorf("%s: the connection dropped (Info records); want seamless renewals; log:\n%s", transports[i], logs)
+		}
 	}
 }
 
 func TestEmulatorWrongKeyIsFatal(t *testing.T) {
+	t.Parallel()
 	h := newHubEnv(t)
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
@@ -447,6 +459,7 @@ func TestEmulatorWrongKeyIsFatal(t *testing.T) {
 }
 
 func TestEmulatorUnknownModuleIsFatal(t *testing.T) {
+	t.Parallel()
 	h := newHubEnv(t)
 	cs, opts := h.module(t, "dev", "mod", "tls")
 	cs.ModuleID = "no-such-module"
@@ -463,6 +476,7 @@ func TestEmulatorUnknownModuleIsFatal(t *testing.T) {
 }
 
 func TestEmulatorAckVisibleInReportedProperties(t *testing.T) {
+	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()

@@ -181,6 +181,7 @@ func (p *proc) exit(t *testing.T) int {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	moduleCS := "HostName=hub.example.net;DeviceId=d;ModuleId=m;SharedAccessKey=" + testKey
 	serviceCS := "HostName=hub.example.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" + testKey
 	tests := []struct {
@@ -216,6 +217,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestJSONLinesUntilCount(t *testing.T) {
+	t.Parallel()
 	for _, transport := range []string{"tls", "websocket"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
@@ -244,6 +246,7 @@ func TestJSONLinesUntilCount(t *testing.T) {
 }
 
 func TestTextOutput(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	h.patch(t, `{"gone":true}`)
 	p := start(t, h.vars(), "--count", "1")
@@ -265,6 +268,7 @@ func TestTextOutput(t *testing.T) {
 }
 
 func TestTimeoutExitsOne(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	tests := []struct {
 		name   string
@@ -288,6 +292,7 @@ func TestTimeoutExitsOne(t *testing.T) {
 }
 
 func TestTimeoutWithChangeExitsZero(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	p := start(t, h.vars(), "--timeout", "20s")
 	p.waitStderr(t, receivepatch.ReadyMessage)
@@ -298,6 +303,7 @@ func TestTimeoutWithChangeExitsZero(t *testing.T) {
 }
 
 func TestInterruptExitsZero(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	p := start(t, h.vars())
 	p.waitStderr(t, receivepatch.ReadyMessage)
@@ -311,6 +317,7 @@ func TestInterruptExitsZero(t *testing.T) {
 }
 
 func TestWrongKeyExitsOne(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	vars := h.vars()
 	bad := h.module
@@ -338,6 +345,7 @@ func TestWrongKeyExitsOne(t *testing.T) {
 // service's update-module-twin --wait-ack returns once receive-twin-patch
 // --ack has acknowledged the change.
 func TestAckSatisfiesUpdateWaitAck(t *testing.T) {
+	t.Parallel()
 	h := newHub(t)
 	p := start(t, h.vars(), "--ack")
 	p.waitStderr(t, receivepatch.ReadyMessage)
