@@ -71,8 +71,8 @@ type proc struct {
 }
 
 var (
-	csLine = regexp.MustCompile(`^IOTHUB_CONNECTION_STRING='([^']*)'$`)
-	caLine = regexp.MustCompile(`^IOTHUB_CA_FILE=(.*)$`)
+	csLine = regexp.MustCompile(`^export IOTHUB_CONNECTION_STRING='([^']*)'$`)
+	caLine = regexp.MustCompile(`^export IOTHUB_CA_FILE=(.*)$`)
 )
 
 func start(t *testing.T, args ...string) *proc {
@@ -109,7 +109,7 @@ func start(t *testing.T, args ...string) *proc {
 	}()
 	m := csLine.FindStringSubmatch(p.lines[0])
 	if m == nil {
-		t.Fatalf("first line %q is not IOTHUB_CONNECTION_STRING='…'", p.lines[0])
+		t.Fatalf("first line %q is not export IOTHUB_CONNECTION_STRING='…'", p.lines[0])
 	}
 	if p.cs, err = connstr.Parse(m[1]); err != nil {
 		t.Fatal(err)
@@ -119,8 +119,8 @@ func start(t *testing.T, args ...string) *proc {
 		t.Fatalf("second line %q is not IOTHUB_CA_FILE=…", p.lines[1])
 	}
 	p.caFile = c[1]
-	if !strings.HasPrefix(p.lines[2], "IOTHUB_MQTT_ADDR=127.0.0.1:") {
-		t.Fatalf("third line %q is not IOTHUB_MQTT_ADDR=127.0.0.1:<port>", p.lines[2])
+	if !strings.HasPrefix(p.lines[2], "export IOTHUB_MQTT_ADDR=127.0.0.1:") {
+		t.Fatalf("third line %q is not export IOTHUB_MQTT_ADDR=127.0.0.1:<port>", p.lines[2])
 	}
 	return p
 }
@@ -368,7 +368,7 @@ func TestPrintedSettings(t *testing.T) {
 	if err != nil {
 		t.Fatalf("env --https-addr: %v", err)
 	}
-	if !strings.HasPrefix(string(out), "IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey="+p.cs.SharedAccessKey+"'\n") {
+	if !strings.HasPrefix(string(out), "export IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey="+p.cs.SharedAccessKey+"'\n") {
 		t.Errorf("env --https-addr 127.0.0.1:443 printed %s", out)
 	}
 }

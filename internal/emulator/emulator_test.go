@@ -251,8 +251,8 @@ func TestEnvLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Split(strings.TrimSuffix(lines, "\n"), "\n")
-	if len(got) != 3 || !strings.HasPrefix(got[0], "IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
-		got[1] != "IOTHUB_CA_FILE="+filepath.Join(dir, "ca.pem") || got[2] != "IOTHUB_MQTT_ADDR=127.0.0.1:8883" {
+	if len(got) != 3 || !strings.HasPrefix(got[0], "export IOTHUB_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
+		got[1] != "export IOTHUB_CA_FILE="+filepath.Join(dir, "ca.pem") || got[2] != "export IOTHUB_MQTT_ADDR=127.0.0.1:8883" {
 		t.Fatalf("EnvLines =\n%s", lines)
 	}
 	// A later start on the directory uses the keys env printed.
@@ -275,9 +275,9 @@ func TestEnvLines(t *testing.T) {
 func TestShellLinesQuoting(t *testing.T) {
 	tests := []struct{ cs, ca, mqtt, want string }{
 		{"HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c=", "/tmp/x/ca.pem", "127.0.0.1:8883",
-			"IOTHUB_CONNECTION_STRING='HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c='\nIOTHUB_CA_FILE=/tmp/x/ca.pem\nIOTHUB_MQTT_ADDR=127.0.0.1:8883\n"},
-		{"x", "/home/a b/it's/ca.pem", "", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/home/a b/it'\\''s/ca.pem'\n"},
-		{"x", "/p/$HOME/ca.pem", "[::1]:8883", "IOTHUB_CONNECTION_STRING='x'\nIOTHUB_CA_FILE='/p/$HOME/ca.pem'\nIOTHUB_MQTT_ADDR='[::1]:8883'\n"},
+			"export IOTHUB_CONNECTION_STRING='HostName=h;SharedAccessKeyName=p;SharedAccessKey=a+b/c='\nexport IOTHUB_CA_FILE=/tmp/x/ca.pem\nexport IOTHUB_MQTT_ADDR=127.0.0.1:8883\n"},
+		{"x", "/home/a b/it's/ca.pem", "", "export IOTHUB_CONNECTION_STRING='x'\nexport IOTHUB_CA_FILE='/home/a b/it'\\''s/ca.pem'\n"},
+		{"x", "/p/$HOME/ca.pem", "[::1]:8883", "export IOTHUB_CONNECTION_STRING='x'\nexport IOTHUB_CA_FILE='/p/$HOME/ca.pem'\nexport IOTHUB_MQTT_ADDR='[::1]:8883'\n"},
 	}
 	for _, tt := range tests {
 		if got := emulator.ShellLines(tt.cs, tt.ca, tt.mqtt); got != tt.want {

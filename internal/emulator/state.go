@@ -123,13 +123,14 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 
 // ShellLines formats the settings a shell needs to reach the hub:
 // IOTHUB_CONNECTION_STRING, IOTHUB_CA_FILE and, when mqttAddr is known,
-// IOTHUB_MQTT_ADDR (the MQTT listener, read by receive-twin-patch), quoted
-// for POSIX shells.
+// IOTHUB_MQTT_ADDR (the MQTT listener, read by receive-twin-patch), as
+// export statements quoted for POSIX shells, so that eval makes them visible
+// to the tools it runs.
 func ShellLines(connectionString, caFile, mqttAddr string) string {
-	lines := "IOTHUB_CONNECTION_STRING=" + shellQuote(connectionString) + "\n" +
-		"IOTHUB_CA_FILE=" + shellQuoteIfNeeded(caFile) + "\n"
+	lines := "export IOTHUB_CONNECTION_STRING=" + shellQuote(connectionString) + "\n" +
+		"export IOTHUB_CA_FILE=" + shellQuoteIfNeeded(caFile) + "\n"
 	if mqttAddr != "" {
-		lines += "IOTHUB_MQTT_ADDR=" + shellQuoteIfNeeded(mqttAddr) + "\n"
+		lines += "export IOTHUB_MQTT_ADDR=" + shellQuoteIfNeeded(mqttAddr) + "\n"
 	}
 	return lines
 }

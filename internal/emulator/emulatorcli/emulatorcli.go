@@ -44,9 +44,9 @@ not for production.
 
 On start it prints three shell-ready lines on stdout:
 
-  IOTHUB_CONNECTION_STRING='HostName=localhost:8443;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
-  IOTHUB_CA_FILE=/path/to/ca.pem
-  IOTHUB_MQTT_ADDR=127.0.0.1:8883
+  export IOTHUB_CONNECTION_STRING='HostName=localhost:8443;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
+  export IOTHUB_CA_FILE=/path/to/ca.pem
+  export IOTHUB_MQTT_ADDR=127.0.0.1:8883
 
 then logs to stderr until interrupted (Ctrl-C or SIGTERM), when it shuts
 down cleanly and exits 0. Load the lines into a shell with
@@ -132,6 +132,9 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
+	// --version without the -v shorthand cobra would add: -v means --verbose
+	// in the other tools.
+	cmd.Flags().Bool("version", false, "print the version and exit")
 	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr))
 	return cmd
 }
