@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +83,24 @@ func AddCommonFlags(cmd *cobra.Command, c *Common, want connstr.Kind, envVar str
 
 // JSON reports whether --output json was given.
 func (c *Common) JSON() bool { return c.Output == OutputJSON }
+
+// CompactJSON renders a JSON value on one line, or as it came (trimmed)
+// when it does not parse.
+func CompactJSON(raw []byte) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return strings.TrimSpace(string(raw))
+	}
+	return b.String()
+}
+
+// WriteJSON writes v to w as indented JSON, the form --output json prints
+// a command's single result in.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
 
 // CAFilePath returns --ca-file, else $IOTHUB_CA_FILE, else "".
 func (c *Common) CAFilePath(env *Env) string {

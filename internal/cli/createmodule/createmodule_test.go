@@ -16,6 +16,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/clitest"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/createmodule"
+	"github.com/moduletwin/iothub-module-twin/internal/cli/servicecmd"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
@@ -78,7 +79,7 @@ func TestCreateThenExisting(t *testing.T) {
 	if first.Code != cli.ExitOK {
 		t.Fatalf("first run: exit %d, stderr:\n%s", first.Code, first.Stderr)
 	}
-	want := wantResult(t, hub, createmodule.DefaultDeviceID, createmodule.DefaultModuleID, "created", "created")
+	want := wantResult(t, hub, servicecmd.DefaultDeviceID, servicecmd.DefaultModuleID, "created", "created")
 	wantText := "Device myFirstDevice: created\n" +
 		"  primary key: " + want.Device.PrimaryKey + "\n" +
 		"Module myFirstModule on device myFirstDevice: created\n" +
@@ -156,7 +157,7 @@ func TestGivenKeys(t *testing.T) {
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
-	mod, _ := hub.Module(createmodule.DefaultDeviceID, createmodule.DefaultModuleID)
+	mod, _ := hub.Module(servicecmd.DefaultDeviceID, servicecmd.DefaultModuleID)
 	if got := *mod.Authentication.SymmetricKey; got != (iothub.SymmetricKey{PrimaryKey: keyA, SecondaryKey: keyB}) {
 		t.Errorf("module keys on the hub = %+v, want the given ones", got)
 	}
@@ -277,7 +278,7 @@ func TestHubErrors(t *testing.T) {
 		{
 			name: "x509 device",
 			setup: func(hub *clitest.FakeHub) map[string]string {
-				hub.AddDevice(iothub.Device{DeviceID: createmodule.DefaultDeviceID, Authentication: &iothub.AuthenticationMechanism{Type: iothub.AuthSelfSigned}})
+				hub.AddDevice(iothub.Device{DeviceID: servicecmd.DefaultDeviceID, Authentication: &iothub.AuthenticationMechanism{Type: iothub.AuthSelfSigned}})
 				return hub.Env()
 			},
 			want: []string{`device "myFirstDevice" exists but uses selfSigned authentication, not shared access keys`, "hint: choose another --device-id"},

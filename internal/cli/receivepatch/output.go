@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
+	"maps"
+	"slices"
 
+	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/twinclient"
 )
 
@@ -66,23 +67,13 @@ func text(ev twinclient.Event) []byte {
 		b.WriteString("  (none)\n")
 		return b.Bytes()
 	}
-	keys := make([]string, 0, len(ev.Desired))
-	for k := range ev.Desired {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := bytes.TrimSpace(ev.Desired[k])
-		if string(v) == "null" && ev.Type == twinclient.EventPatch {
+	for _, k := range slices.Sorted(maps.Keys(ev.Desired)) {
+		v := cli.CompactJSON(ev.Desired[k])
+		if v == "null" && ev.Type == twinclient.EventPatch {
 			fmt.Fprintf(&b, "  %s removed\n", k)
 			continue
 		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, v); err != nil {
-			compact.Reset()
-			compact.Write(v)
-		}
-		fmt.Fprintf(&b, "  %s = %s\n", k, strings.TrimSpace(compact.String()))
+		fmt.Fprintf(&b, "  %s = %s\n", k, v)
 	}
 	return b.Bytes()
 }

@@ -1,7 +1,7 @@
 // Package servicecmd is what the service-side tools (create-module,
-// update-module-twin) share on top of package cli: building a registry
-// client from the common flags, and turning the hub's error responses into
-// sentences that say what to do.
+// update-module-twin) share on top of package cli: the module they work on,
+// building a registry client from the common flags, and turning the hub's
+// error responses into sentences that say what to do.
 package servicecmd
 
 import (
@@ -10,11 +10,47 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
 )
+
+// Defaults from Microsoft's tutorial.
+const (
+	DefaultDeviceID = "myFirstDevice"
+	DefaultModuleID = "myFirstModule"
+)
+
+// ModuleFlags are --device-id and --module-id: the module a command works
+// on.
+type ModuleFlags struct {
+	DeviceID string
+	ModuleID string
+}
+
+// AddModuleFlags registers --device-id and --module-id on cmd, with the
+// tutorial's IDs as defaults.
+func AddModuleFlags(cmd *cobra.Command, m *ModuleFlags) {
+	f := cmd.Flags()
+	f.StringVarP(&m.DeviceID, "device-id", "d", DefaultDeviceID, "device `ID`")
+	f.StringVarP(&m.ModuleID, "module-id", "m", DefaultModuleID, "module `ID`")
+}
+
+// Validate checks both IDs against IoT Hub's rules; errors are usage
+// errors.
+func (m ModuleFlags) Validate() error {
+	if err := iothub.ValidateID("device ID", m.DeviceID); err != nil {
+		return cli.Usagef("--device-id: %w", err)
+	}
+	if err := iothub.ValidateID("module ID", m.ModuleID); err != nil {
+		return cli.Usagef("--module-id: %w", err)
+	}
+	return nil
+}
 
 // Permissions a shared access policy grants, as the hub names them.
 const (

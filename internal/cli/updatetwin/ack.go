@@ -71,7 +71,7 @@ func checkAck(reported json.RawMessage, version int64, wants ...json.RawMessage)
 			return ackStatus{done: true}
 		}
 	}
-	return ackStatus{reason: fmt.Sprintf("acknowledged value %s is not the desired value", compactJSON(a.Value))}
+	return ackStatus{reason: fmt.Sprintf("acknowledged value %s is not the desired value", cli.CompactJSON(a.Value))}
 }
 
 func sameJSON(a, b json.RawMessage) bool {

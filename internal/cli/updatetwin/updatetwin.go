@@ -5,14 +5,13 @@
 package updatetwin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
-	"sort"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,12 +21,6 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
-)
-
-// Defaults from Microsoft's tutorial.
-const (
-	DefaultDeviceID = "myFirstDevice"
-	DefaultModuleID = "myFirstModule"
 )
 
 const (
@@ -42,17 +35,16 @@ const (
 type Options struct {
 	Env    *cli.Env
 	Common cli.Common
+	servicecmd.ModuleFlags
 
-	DeviceID string
-	ModuleID string
-	Desired  string   // JSON, @FILE or -
-	Sets     []string // PATH=VALUE for desired properties
-	Tags     string   // JSON, @FILE or -
-	SetTags  []string // PATH=VALUE for tags
-	ETag     string
-	Force    bool
-	Replace  bool
-	WaitAck  time.Duration
+	Desired string   // JSON, @FILE or -
+	Sets    []string // PATH=VALUE for desired properties
+	Tags    string   // JSON, @FILE or -
+	SetTags []string // PATH=VALUE for tags
+	ETag    string
+	Force   bool
+	Replace bool
+	WaitAck time.Duration
 
 	// PollInterval spaces the twin reads while waiting for
 	// acknowledgements (defaultPollInterval when zero).
@@ -116,9 +108,8 @@ taken from $` + cli.EnvConnectionString + ` or --connection-string-file.
 			return Run(cmd.Context(), opts)
 		},
 	}
+	servicecmd.AddModuleFlags(cmd, &opts.ModuleFlags)
 	f := cmd.Flags()
-	f.StringVarP(&opts.DeviceID, "device-id", "d", DefaultDeviceID, "device `ID`")
-	f.StringVarP(&opts.ModuleID, "module-id", "m", DefaultModuleID, "module `ID`")
 	f.StringVar(&opts.Desired, "desired", "", "desired properties to merge: a `JSON` object, @FILE, or - for stdin")
 	f.StringArrayVar(&opts.Sets, "set", nil, "set the desired property at `PATH=VALUE` (repeatable; VALUE null removes it)")
 	f.StringVar(&opts.Tags, "tags", "", "tags to merge: a `JSON` object, @FILE, or - for stdin")
@@ -135,11 +126,8 @@ taken from $` + cli.EnvConnectionString + ` or --connection-string-file.
 // prepare validates the flags and builds the patches; every error is a
 // usage error and nothing has been sent yet.
 func (o *Options) prepare() error {
-	if err := iothub.ValidateID("device ID", o.DeviceID); err != nil {
-		return cli.Usagef("--device-id: %w", err)
-	}
-	if err := iothub.ValidateID("module ID", o.ModuleID); err != nil {
-		return cli.Usagef("--module-id: %w", err)
+	if err := o.ModuleFlags.Validate(); err != nil {
+		return err
 	}
 	if o.Desired == "" && len(o.Sets) == 0 && o.Tags == "" && len(o.SetTags) == 0 {
 		return cli.Usagef("nothing to update: give --desired, --set, --tags or --set-tag")
@@ -176,8 +164,7 @@ func (o *Options) prepare() error {
 	}
 	if o.Replace {
 		if nulls := nullPaths("", o.desiredPatch); len(nulls) > 0 {
-			sort.Strings(nulls)
-			return cli.Usagef("--replace: desired property %q is null; leave it out to remove it", nulls[0])
+			return cli.Usagef("--replace: desired property %q is null; leave it out to remove it", slices.Min(nulls))
 		}
 	}
 	if o.WaitAck > 0 && len(ackKeys(o.desiredPatch)) == 0 {
@@ -248,9 +235,7 @@ func Run(ctx context.Context, o *Options) error {
 		report.Acknowledged, waitErr = o.waitForAcks(ctx, client, target, after)
 	}
 	if o.Common.JSON() {
-		enc := json.NewEncoder(o.Env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(report); err != nil {
+		if err := cli.WriteJSON(o.Env.Stdout, report); err != nil {
 			return err
 		}
 	} else if len(report.Acknowledged) > 0 && waitErr == nil {
@@ -312,24 +297,7 @@ func compactDoc(doc map[string]json.RawMessage) string {
 
 func printAcks(w io.Writer, acks map[string]json.RawMessage, version int64) {
 	fmt.Fprintf(w, "acknowledged by the module (desired $version %d):\n", version)
-	for _, k := range sortedKeys(acks) {
-		fmt.Fprintf(w, "  %s: %s\n", k, compactJSON(acks[k]))
+	for _, k := range slices.Sorted(maps.Keys(acks)) {
+		fmt.Fprintf(w, "  %s: %s\n", k, cli.CompactJSON(acks[k]))
 	}
-}
-
-func sortedKeys(m map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func compactJSON(raw json.RawMessage) string {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return strings.TrimSpace(string(raw))
-	}
-	return b.String()
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
@@ -157,52 +158,26 @@ func (h *Hub) UpdateTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	id, err := h.lookup(r)
-	if err == nil {
-		err = checkTwinCondition(id, cond)
-	}
-	if err != nil {
-		h.mu.Unlock()
-		return nil, err
-	}
-	if len(req.tags) == 0 && len(req.desired) == 0 {
-		out := h.renderTwin(id)
-		h.mu.Unlock()
-		return out, nil
-	}
-	now := h.now()
-	t := id.Twin
-	if len(req.tags) > 0 {
-		tags := deepCopy(t.Tags).(object)
-		mergeInto(tags, nil, req.tags, now, 0)
-		if err := validateDoc("tags", tags, iothub.MaxTagsBytes); err != nil {
-			h.mu.Unlock()
-			return nil, err
+	return h.changeTwin(r, cond, func(t *twin, now time.Time) (object, bool, error) {
+		if len(req.tags) > 0 {
+			tags := deepCopy(t.Tags).(object)
+			mergeInto(tags, nil, req.tags, now, 0)
+			if err := validateDoc("tags", tags, iothub.MaxTagsBytes); err != nil {
+				return nil, false, err
+			}
+			t.Tags = tags
 		}
-		t.Tags = tags
-	}
-	var patches []DesiredPatch
-	if len(req.desired) > 0 {
+		if len(req.desired) == 0 {
+			return nil, len(req.tags) > 0, nil
+		}
 		d := section{Props: deepCopy(t.Desired.Props).(object), Version: t.Desired.Version + 1, Meta: t.Desired.Meta.clone()}
 		mergeInto(d.Props, d.Meta, req.desired, now, d.Version)
 		if err := validateDoc("desired", d.Props, iothub.MaxDesiredBytes); err != nil {
-			h.mu.Unlock()
-			return nil, err
+			return nil, false, err
 		}
 		t.Desired = d
-		patches = append(patches, DesiredPatch{Identity: r, Version: d.Version, Body: renderPatch(req.desired, d.Version)})
-	}
-	t.Version++
-	t.ETag++
-	id.Twin = t
-	out := h.renderTwin(id)
-	p := h.commit(h.putOps(id), notices{patches: patches})
-	h.mu.Unlock()
-	if err := h.wait(p); err != nil {
-		return nil, err
-	}
-	return out, nil
+		return req.desired, true, nil
+	})
 }
 
 // ReplaceTwin replaces tags and desired properties from a PUT body and
@@ -215,6 +190,30 @@ func (h *Hub) ReplaceTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, err
 	}
 	tags, _ := withoutNulls(orEmpty(req.tags)).(object)
 	desired, _ := withoutNulls(orEmpty(req.desired)).(object)
+	return h.changeTwin(r, cond, func(t *twin, now time.Time) (object, bool, error) {
+		tagsChanged := !equalDocs(t.Tags, tags)
+		t.Tags = tags
+		if equalDocs(t.Desired.Props, desired) {
+			return nil, tagsChanged, nil
+		}
+		v := t.Desired.Version + 1
+		patch := deepCopy(desired).(object)
+		for k := range t.Desired.Props {
+			if _, ok := desired[k]; !ok {
+				patch[k] = nil
+			}
+		}
+		t.Desired = section{Props: desired, Version: v, Meta: freshMeta(desired, now, v)}
+		return patch, true, nil
+	})
+}
+
+// changeTwin runs change on a copy of r's twin, under the lock and once
+// cond holds. change reports whether tags or desired properties changed
+// and returns the desired patch (nil when desired did not change; the
+// desired $version is then already the new one). A changed twin gets a
+// new version and etag and is committed; subscribers get the patch.
+func (h *Hub) changeTwin(r IdentityRef, cond IfMatch, change func(t *twin, now time.Time) (patch object, changed bool, err error)) ([]byte, error) {
 	h.mu.Lock()
 	id, err := h.lookup(r)
 	if err == nil {
@@ -224,33 +223,27 @@ func (h *Hub) ReplaceTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, err
 		h.mu.Unlock()
 		return nil, err
 	}
-	now := h.now()
 	t := id.Twin
-	tagsChanged := !equalDocs(t.Tags, tags)
-	desiredChanged := !equalDocs(t.Desired.Props, desired)
-	if !tagsChanged && !desiredChanged {
+	patch, changed, err := change(&t, h.now())
+	if err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
+	if !changed {
 		out := h.renderTwin(id)
 		h.mu.Unlock()
 		return out, nil
 	}
-	t.Tags = tags
-	var patches []DesiredPatch
-	if desiredChanged {
-		v := t.Desired.Version + 1
-		patch := deepCopy(desired).(object)
-		for k := range t.Desired.Props {
-			if _, ok := desired[k]; !ok {
-				patch[k] = nil
-			}
-		}
-		t.Desired = section{Props: desired, Version: v, Meta: freshMeta(desired, now, v)}
-		patches = append(patches, DesiredPatch{Identity: r, Version: v, Body: renderPatch(patch, v)})
+	var n notices
+	if patch != nil {
+		v := t.Desired.Version
+		n.patches = []DesiredPatch{{Identity: r, Version: v, Body: renderPatch(patch, v)}}
 	}
 	t.Version++
 	t.ETag++
 	id.Twin = t
 	out := h.renderTwin(id)
-	p := h.commit(h.putOps(id), notices{patches: patches})
+	p := h.commit(h.putOps(id), n)
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return nil, err
