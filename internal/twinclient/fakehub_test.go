@@ -234,12 +234,6 @@ func (h *fakeHub) openGate() {
 	}
 }
 
-func (h *fakeHub) desiredVersion() int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.version
-}
-
 func (h *fakeHub) counts() (connects, refused, expiredDrops int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

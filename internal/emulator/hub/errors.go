@@ -52,10 +52,3 @@ func deviceNotFound(id string) *Error { return newError(iothub.DeviceNotFound, "
 func moduleNotFound(deviceID, moduleID string) *Error {
 	return newError(iothub.ModuleNotFound, "%s/%s", deviceID, moduleID)
 }
-
-func notFound(ref IdentityRef) *Error {
-	if ref.IsModule() {
-		return moduleNotFound(ref.DeviceID, ref.ModuleID)
-	}
-	return deviceNotFound(ref.DeviceID)
-}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Op puts Value at Key in Bucket, or deletes Key when Value is nil.
@@ -71,7 +72,7 @@ func (p *Pending) Wait() error {
 func Open(path string, buckets ...string) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: in use by another process", path)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
