@@ -99,10 +99,11 @@ func ParseToken(s string) (Token, error) {
 		return t, errors.New("token does not start with \"SharedAccessSignature \"")
 	}
 	seen := map[string]bool{}
-	for _, kv := range strings.Split(rest, "&") {
+	for i, kv := range strings.Split(rest, "&") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return Token{}, fmt.Errorf("token member %q has no value", k)
+			// Not echoed: it may be a signature that lost its "sig=".
+			return Token{}, fmt.Errorf("token member %d is not of the form name=value", i+1)
 		}
 		if seen[k] {
 			return Token{}, fmt.Errorf("token member %q appears twice", k)
