@@ -122,6 +122,19 @@ func TestRefusedTokens(t *testing.T) {
 			}
 		})
 	}
+	// The log says why each request was refused, and shows no signature.
+	logs := e.logs.String()
+	if n := strings.Count(logs, `error="IotHubUnauthorizedAccess: `); n != len(tests) {
+		t.Errorf("%d refusals logged with their reason; want %d\n%s", n, len(tests), logs)
+	}
+	for _, tt := range tests {
+		if tok, err := sas.ParseToken(tt.token); err == nil {
+			sig := base64.StdEncoding.EncodeToString(tok.Signature)
+			if strings.Contains(logs, sig) || strings.Contains(logs, url.QueryEscape(sig)) {
+				t.Errorf("the log shows the signature of %q", tt.name)
+			}
+		}
+	}
 }
 
 // TestAcceptedTokenForms checks the token variants Microsoft's SDKs send.

@@ -3,11 +3,13 @@ package restapi_test
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,25 @@ type env struct {
 	srv      *httptest.Server
 	port     string
 	policies map[string]hub.Policy
+	logs     *syncBuffer
+}
+
+// syncBuffer collects log output from the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -43,13 +64,14 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restapi.Register(mux, h, restapi.Options{})
+	logs := &syncBuffer{}
+	restapi.Register(mux, h, restapi.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	srv.StartTLS()
 	t.Cleanup(func() {
 		srv.Close()
 		h.Close()
 	})
-	e := &env{t: t, hub: h, srv: srv, port: port, policies: map[string]hub.Policy{}}
+	e := &env{t: t, hub: h, srv: srv, port: port, policies: map[string]hub.Policy{}, logs: logs}
 	for _, p := range ps {
 		e.policies[p.KeyName] = p
 	}

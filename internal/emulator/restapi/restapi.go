@@ -119,7 +119,8 @@ func (a *api) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.H
 		// Header names as the hub spells them (HTTP/2 lower-cases them anyway).
 		w.Header()["x-ms-request-id"] = []string{id}
 		sw := &statusWriter{ResponseWriter: w}
-		if err := fn(sw, r); err != nil {
+		err := fn(sw, r)
+		if err != nil {
 			a.writeError(sw, id, err)
 		}
 		// Successful requests only at debug level: a busy client would
@@ -131,8 +132,14 @@ func (a *api) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.H
 		case sw.status >= 400:
 			level = slog.LevelInfo
 		}
-		a.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
-			"request_id", id, "duration", a.now().Sub(start))
+		attrs := []any{"method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
+			"request_id", id, "duration", a.now().Sub(start)}
+		var he *hub.Error
+		if errors.As(err, &he) {
+			// What the client was told: it names no key or signature.
+			attrs = append(attrs, "error", he.Error())
+		}
+		a.log.Log(r.Context(), level, "request", attrs...)
 	})
 }
 
