@@ -234,12 +234,6 @@ func (e *Emulator) CAFile() string { return e.material.CAFile }
 // Hub returns the hub core.
 func (e *Emulator) Hub() *hub.Hub { return e.hub }
 
-// Mux returns the HTTPS request multiplexer, to mount more handlers on.
-func (e *Emulator) Mux() *http.ServeMux { return e.mux }
-
-// ServerTLSConfig returns the server TLS configuration (TLS 1.2 and 1.3).
-func (e *Emulator) ServerTLSConfig() *tls.Config { return e.tlsConf.Clone() }
-
 // Close stops serving, waits for requests in flight (up to a few
 // seconds), and releases the store and any temporary directory.
 func (e *Emulator) Close() error {

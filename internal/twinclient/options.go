@@ -95,19 +95,10 @@ func WithMQTTAddr(hostPort string) Option { return func(o *config) { o.mqttAddr 
 // with a fresh token after RenewAt of it.
 func WithSASTTL(d time.Duration) Option { return func(o *config) { o.ttl = d } }
 
-// WithKeepAlive sets the MQTT keep-alive interval.
-func WithKeepAlive(d time.Duration) Option { return func(o *config) { o.keepAlive = d } }
-
 // WithBackoff sets the first and the longest wait between reconnection
 // attempts; waits double in between, with jitter.
 func WithBackoff(first, longest time.Duration) Option {
 	return func(o *config) { o.minBackoff, o.maxBackoff = first, longest }
-}
-
-// WithTimeouts sets how long one connection attempt and one twin request
-// may take.
-func WithTimeouts(dial, request time.Duration) Option {
-	return func(o *config) { o.dialTimeout, o.requestTimeout = dial, request }
 }
 
 // WithUserAgent sets the DeviceClientType the client announces.
