@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	}
 	var lc net.ListenConfig
 	if e.httpsLn, err = lc.Listen(ctx, "tcp", cfg.HTTPSAddr); err != nil {
-		return nil, fmt.Errorf("listen on --https-addr %s: %w", cfg.HTTPSAddr, err)
+		return nil, fmt.Errorf("--https-addr: %w", err) // names the address
 	}
 	_, e.port, _ = net.SplitHostPort(e.httpsLn.Addr().String())
 	e.hub, err = hub.New(hub.Options{

@@ -111,7 +111,7 @@ func Start(cfg Config) (*Gateway, error) {
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt gateway: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("mqtt gateway: %w", err) // names the address
 	}
 
 	g := &Gateway{
