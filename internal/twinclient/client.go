@@ -34,6 +34,10 @@ import (
 // ErrClosed is returned by UpdateReported once Run has returned.
 var ErrClosed = errors.New("twin client is closed")
 
+// handOverTimeout bounds how long paho waits to hand a packet to its
+// sender; on a live connection that takes microseconds.
+const handOverTimeout = 5 * time.Second
+
 // errSessionLost means a request's connection went down before its answer.
 var errSessionLost = errors.New("connection lost before the hub answered")
 
@@ -255,7 +259,7 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 		SetOrderMatters(false).
 		SetKeepAlive(c.cfg.keepAlive).
 		SetConnectTimeout(c.cfg.dialTimeout).
-		SetWriteTimeout(c.cfg.requestTimeout).
+		SetWriteTimeout(handOverTimeout).
 		SetCredentialsProvider(func() (string, string) {
 			now := time.Now()
 			tok, exp := c.signer.Token(c.resource, c.cfg.ttl)
@@ -296,27 +300,47 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 // new connection's first SUBSCRIBE uses.
 func (c *Client) subscribe(ctx context.Context, s *session) error {
 	filters := map[string]byte{filterResponses: 0, filterDesired: 1}
-	var err error
+	var refused error
 	for attempt := 1; attempt <= 3; attempt++ {
-		st := s.mc.SubscribeMultiple(filters, nil)
-		if err = c.await(ctx, st, s); err != nil {
+		st, err := c.send(ctx, s, func() mqtt.Token { return s.mc.SubscribeMultiple(filters, nil) })
+		if err != nil {
 			return err
 		}
-		err = nil
+		if err := c.await(ctx, st, s); err != nil {
+			return err
+		}
+		refused = nil
 		for filter, code := range st.(*mqtt.SubscribeToken).Result() {
 			if code > 2 {
-				err = fmt.Errorf("hub refused the subscription to %s (code %#x)", filter, code)
+				refused = fmt.Errorf("hub refused the subscription to %s (code %#x)", filter, code)
 			}
 		}
-		if err == nil {
+		if refused == nil {
 			return nil
 		}
-		c.cfg.log.Debug(err.Error()+"; subscribing again", "addr", c.addr)
+		c.cfg.log.Debug(refused.Error()+"; subscribing again", "addr", c.addr)
 		if !sleep(ctx, c.backoff(attempt)) {
 			return ctx.Err()
 		}
 	}
-	return err
+	return refused
+}
+
+// send calls a paho method that queues a packet. paho waits up to its write
+// timeout for its sender to take the packet, which never happens while the
+// connection is going down: the call goes on in the background then, and
+// send returns as soon as the session is lost or ctx is done.
+func (c *Client) send(ctx context.Context, s *session, queue func() mqtt.Token) (mqtt.Token, error) {
+	queued := make(chan mqtt.Token, 1)
+	go func() { queued <- queue() }()
+	select {
+	case tok := <-queued:
+		return tok, nil
+	case <-s.lost:
+		return nil, errSessionLost
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // await waits for a paho token, bounded by the request timeout.
@@ -584,7 +608,10 @@ func (c *Client) request(ctx context.Context, s *session, topic string, payload 
 
 	// QoS 0: the answer is the acknowledgement, and an unanswered request
 	// is sent again on the next connection.
-	pub := s.mc.Publish(topic+rid, 0, false, payload)
+	pub, err := c.send(ctx, s, func() mqtt.Token { return s.mc.Publish(topic+rid, 0, false, payload) })
+	if err != nil {
+		return reply{}, err
+	}
 	published := pub.Done()
 	timer := time.NewTimer(c.cfg.requestTimeout)
 	defer timer.Stop()

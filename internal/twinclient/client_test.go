@@ -554,3 +554,21 @@ func TestNewTargets(t *testing.T) {
 		})
 	}
 }
+
+func TestRefusedSubscriptionIsAskedAgain(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	h.refuseSubs = 2
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, opts...)
+	if ev := r.next(t); ev.Type != EventTwin {
+		t.Fatalf("first event = %s, want the twin", brief(ev))
+	}
+	if n := strings.Count(r.logs.String(), "hub refused the subscription to "+filterDesired); n != 2 {
+		t.Errorf("%d refusals logged, want 2:\n%s", n, r.logs)
+	}
+	v := h.patchDesired(`{"a":1}`)
+	if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"a":1}`, v); got != want {
+		t.Errorf("event = %s, want %s", got, want)
+	}
+}

@@ -59,6 +59,7 @@ type fakeHub struct {
 	connects        int           // accepted CONNECTs
 	refused         int           // refused CONNECTs
 	expiredDrops    int           // connections dropped because their token expired
+	refuseSubs      int           // SUBSCRIBEs to desired patches still to refuse
 	usernames       []string
 	expiry          map[*mochi.Client]*time.Timer
 	events          chan string // "connected", "disconnected", "subscribed"
@@ -327,7 +328,16 @@ func (k *fakeHubHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet)
 	return true
 }
 
-func (k *fakeHubHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+func (k *fakeHubHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
+	h := k.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !write && topic == filterDesired && h.refuseSubs > 0 {
+		h.refuseSubs--
+		return false
+	}
+	return true
+}
 
 func (k *fakeHubHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	k.h.mu.Lock()
