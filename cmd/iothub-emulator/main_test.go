@@ -22,6 +22,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
 var (
@@ -65,7 +66,7 @@ type proc struct {
 	lines  []string // the settings lines printed on stdout
 	cs     connstr.ConnectionString
 	caFile string
-	stderr *bytes.Buffer
+	stderr *syncio.Buffer
 	stdout *bytes.Buffer // what came after the settings lines
 	done   chan error
 }
@@ -78,8 +79,8 @@ var (
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
+	p := &proc{cmd: cmd, stderr: &syncio.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -123,17 +124,6 @@ func start(t *testing.T, args ...string) *proc {
 		t.Fatalf("third line %q is not export IOTHUB_MQTT_ADDR=127.0.0.1:<port>", p.lines[2])
 	}
 	return p
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 // wait returns the exit error, failing the test if the process hangs.

@@ -13,7 +13,6 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +20,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 	"github.com/moduletwin/iothub-module-twin/internal/twinclient"
 )
 
@@ -190,7 +190,7 @@ func Run(ctx context.Context, o *Options) error {
 		return cli.Usage(err)
 	}
 
-	stderr := &lockedWriter{w: o.Env.Stderr}
+	stderr := &syncio.Writer{W: o.Env.Stderr} // the client's goroutines write status lines too
 	level := slog.LevelInfo
 	if o.Common.Verbose {
 		level = slog.LevelDebug
@@ -323,19 +323,6 @@ func plural(n int, one, many string) string {
 func userAgent() string {
 	v, _, _ := strings.Cut(cli.Version(), " ")
 	return "receive-twin-patch/" + v
-}
-
-// lockedWriter serialises the status lines of the client's goroutines and
-// of the command.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // lineHandler writes each log record as one plain line: the client's

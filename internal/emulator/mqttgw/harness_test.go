@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
 // waitFor bounds every wait for something the gateway signals.
@@ -39,12 +39,12 @@ type env struct {
 	rest    *http.Client
 	service *sas.Signer
 	svcHost string // HostName of the service connection string
-	logs    *syncBuffer
+	logs    *syncio.Buffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	em, err := emulator.Start(t.Context(), emulator.Config{
 		HTTPSAddr: "127.0.0.1:0",
 		MQTTAddr:  "127.0.0.1:0",
@@ -371,22 +371,4 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

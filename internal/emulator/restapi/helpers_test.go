@@ -9,13 +9,13 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
 const testHost = "testhub.local"
@@ -27,25 +27,7 @@ type env struct {
 	srv      *httptest.Server
 	port     string
 	policies map[string]hub.Policy
-	logs     *syncBuffer
-}
-
-// syncBuffer collects log output from the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs     *syncio.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -64,7 +46,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	restapi.Register(mux, h, restapi.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	srv.StartTLS()
 	t.Cleanup(func() {
