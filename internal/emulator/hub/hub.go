@@ -243,7 +243,9 @@ func (h *Hub) resync() {
 		h.log.Error("reload after a failed store write", "err", err)
 		return
 	}
-	h.devices, h.sequence = devices, sequence
+	// The etag sequence never goes back: a reader may have seen a number
+	// handed out to a change that then failed.
+	h.devices, h.sequence = devices, max(h.sequence, sequence)
 	h.st.Resume()
 }
 
