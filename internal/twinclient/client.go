@@ -77,9 +77,10 @@ type reply struct {
 // input is what the dispatcher consumes: a patch, a snapshot, or a bare
 // request to verify the state with a GET.
 type input struct {
-	patch *Event
-	snap  *snapshot
-	check bool
+	patch   *Event
+	snap    *snapshot
+	handled chan struct{} // closed once snap is taken into account
+	check   bool
 }
 
 // New returns a client for the device or module in cs.
@@ -759,8 +760,15 @@ func (c *Client) fetchTwin(ctx context.Context) error {
 		return err
 	}
 	snap.floor, snap.time = floor, r.at
+	handled := make(chan struct{})
 	select {
-	case c.in <- input{snap: &snap}:
+	case c.in <- input{snap: &snap, handled: handled}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// The next GET's floor must include what this one delivered.
+	select {
+	case <-handled:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -782,10 +790,12 @@ func (c *Client) dispatch(ctx context.Context, q *queue) {
 		}
 	}()
 	for {
+		var handled chan struct{}
 		select {
 		case <-ctx.Done():
 			return
 		case in := <-c.in:
+			handled = in.handled
 			switch {
 			case in.patch != nil:
 				evs, stale := t.patch(*in.patch)
@@ -813,6 +823,9 @@ func (c *Client) dispatch(ctx context.Context, q *queue) {
 			}
 		}
 		c.floor.Store(t.floor())
+		if handled != nil {
+			close(handled)
+		}
 		switch {
 		case t.waiting() && graceC == nil:
 			grace = time.NewTimer(c.cfg.gapGrace)

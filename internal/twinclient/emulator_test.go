@@ -511,3 +511,43 @@ func TestEmulatorAckVisibleInReportedProperties(t *testing.T) {
 		})
 	}
 }
+
+// TestEmulatorRecreatedModuleStartsOver deletes the module while the client
+// is offline and creates it again with the same keys: its twin's version
+// starts over, and the client follows instead of waiting for the old
+// version to come back.
+func TestEmulatorRecreatedModuleStartsOver(t *testing.T) {
+	t.Parallel()
+	h := newHubEnv(t)
+	cs, opts := h.module(t, "dev", "mod", "tls")
+	e := run(t, cs, opts...)
+	e.next(t)
+	for i := range 4 {
+		h.patch(t, "dev", "mod", fmt.Sprintf(`{"n":%d}`, i))
+		e.next(t)
+	}
+
+	h.mqttLink.cut()
+	h.waitDisconnected(t, "dev", "mod")
+	ctx := ctxT(t)
+	old, err := h.reg.GetModule(ctx, "dev", "mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.reg.DeleteModule(ctx, "dev", "mod", "*"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.reg.CreateModule(ctx, iothub.Module{DeviceID: "dev", ModuleID: "mod", Authentication: old.Authentication}); err != nil {
+		t.Fatal(err)
+	}
+	v := h.patch(t, "dev", "mod", `{"fresh":true}`)
+	h.mqttLink.restore()
+
+	if got, want := brief(e.next(t)), fmt.Sprintf(`resync %d {"fresh":true}`, v); got != want {
+		t.Fatalf("event after the module was recreated = %s, want %s", got, want)
+	}
+	v = h.patch(t, "dev", "mod", `{"n":0}`)
+	if got, want := brief(e.next(t)), fmt.Sprintf(`patch %d {"n":0}`, v); got != want {
+		t.Errorf("event = %s, want %s", got, want)
+	}
+}

@@ -93,7 +93,7 @@ func (t *tracker) snapshot(s snapshot) []Event {
 	case !t.have:
 		t.have = true
 		return t.deliver(Event{Type: EventTwin, Version: s.version, Desired: s.desired, Time: s.time})
-	case s.version < s.floor:
+	case s.version < s.floor && s.version < t.last:
 		// The version went back below one delivered before the GET was
 		// sent: the identity was deleted and created again. Anything held
 		// belongs to the old twin.

@@ -99,6 +99,11 @@ func TestTracker(t *testing.T) {
 			wantCheck: 1,
 		},
 		{
+			name:  "a second GET sent before the reset was seen does not repeat it",
+			steps: []step{"s1", "p2", "p3", "p4", "s2", "s2@4", "p3"},
+			want:  []string{"twin 1", "patch 2", "patch 3", "patch 4", "resync 2", "patch 3"},
+		},
+		{
 			name:  "a reset drops patches held for the old twin",
 			steps: []step{"s1", "p2", "p9", "s1"},
 			want:  []string{"twin 1", "patch 2", "resync 1"},
