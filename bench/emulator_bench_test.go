@@ -65,63 +65,87 @@ func createModules(b *testing.B, svc *loadgen.Service, prefix string, n int) []l
 // that many other modules connected, doing nothing.
 func BenchmarkTwinPatchDelivered(b *testing.B) {
 	for _, idle := range []int{0, 4000} {
-		b.Run(fmt.Sprintf("idle=%d", idle), func(b *testing.B) { benchmarkTwinPatchDelivered(b, idle) })
+		// Set up once: b.Run calls its function again for each b.N.
+		patch, closeAll := setUpDeliveredPatches(b, idle)
+		b.Run(fmt.Sprintf("idle=%d", idle), func(b *testing.B) {
+			b.SetParallelism((patchCallers + 1) / 2) // goroutines = parallelism × GOMAXPROCS (2 here)
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				next := patch()
+				for pb.Next() {
+					if err := next(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "patches/s")
+		})
+		closeAll()
 	}
 }
 
-func benchmarkTwinPatchDelivered(b *testing.B, idle int) {
-	const callers = 64
+const patchCallers = 64
+
+// setUpDeliveredPatches starts an emulator with idle plus patchCallers
+// modules connected. Each call of patch hands out the next caller's
+// function, which PATCHes its module and waits for the delivery.
+func setUpDeliveredPatches(b *testing.B, idle int) (patch func() func() error, closeAll func()) {
 	em, tlsConf := startDurable(b)
-	svc, err := loadgen.NewService(em.ServiceConnectionString(), tlsConf, callers)
+	svc, err := loadgen.NewService(em.ServiceConnectionString(), tlsConf, patchCallers)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.Close()
 	cfg := loadgen.ModuleConfig{Addr: em.MQTTAddr(), HostName: em.HostName(), TLS: tlsConf, KeepAlive: 5 * time.Minute}
+	var conns []*loadgen.ModuleConn
+	closeAll = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		svc.Close()
+		em.Close()
+	}
+	ctx := context.Background()
 	for _, m := range createModules(b, svc, "idle", idle) {
-		c, err := loadgen.DialModule(context.Background(), cfg, m, nil)
+		c, err := loadgen.DialModule(ctx, cfg, m, nil)
 		if err != nil {
+			closeAll()
 			b.Fatal(err)
 		}
-		defer c.Close()
+		conns = append(conns, c)
 	}
-	mods := createModules(b, svc, "patch", callers)
-	arrived := make([]chan int64, callers)
+	mods := createModules(b, svc, "patch", patchCallers)
+	arrived := make([]chan int64, patchCallers)
 	for i, m := range mods {
 		arrived[i] = make(chan int64, 16)
-		c, err := loadgen.DialModule(context.Background(), cfg, m, func(p loadgen.Patch) { arrived[i] <- p.Version })
+		c, err := loadgen.DialModule(ctx, cfg, m, func(p loadgen.Patch) { arrived[i] <- p.Version })
 		if err != nil {
+			closeAll()
 			b.Fatal(err)
 		}
-		defer c.Close()
+		conns = append(conns, c)
 	}
-
 	var next atomic.Int64
-	b.SetParallelism((callers + 1) / 2) // goroutines = parallelism × GOMAXPROCS (2 here)
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(1)-1) % callers
-		ctx := context.Background()
-		seq := 0
-		for pb.Next() {
-			seq++
-			v, err := svc.PatchTwin(ctx, mods[i], fmt.Appendf(nil, `{"properties":{"desired":{"seq":%d}}}`, seq))
+	var seq atomic.Int64
+	patch = func() func() error {
+		i := int(next.Add(1)-1) % patchCallers
+		return func() error {
+			body := fmt.Appendf(nil, `{"properties":{"desired":{"seq":%d}}}`, seq.Add(1))
+			v, err := svc.PatchTwin(ctx, mods[i], body)
 			if err != nil {
-				b.Error(err)
-				return
+				return err
 			}
 			for got := int64(0); got < v; {
 				select {
 				case got = <-arrived[i]:
 				case <-time.After(10 * time.Second):
-					b.Errorf("patch %d of %s/%s not delivered", v, mods[i].DeviceID, mods[i].ModuleID)
-					return
+					return fmt.Errorf("patch %d of %s/%s not delivered", v, mods[i].DeviceID, mods[i].ModuleID)
 				}
 			}
+			return nil
 		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "patches/s")
+	}
+	return patch, closeAll
 }
 
 // BenchmarkRegistryCreateModule is a durable module create over HTTPS

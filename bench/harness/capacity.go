@@ -25,13 +25,15 @@ type CreateResult struct {
 
 // ScalePoint is the emulator's cost with a number of modules connected.
 type ScalePoint struct {
-	Connected             int     `json:"connected"`
-	EmulatorRSSMB         float64 `json:"emulatorRssMb"`
-	RSSPerConnKB          float64 `json:"rssPerConnectionKb"` // over the RSS with none connected
-	ConnectsPerSec        float64 `json:"connectsPerSec"`     // while reaching this level
-	DeliveryMS            Summary `json:"deliveryMs"`         // PATCH sent → patch read by the module
-	PatchResponseMS       Summary `json:"patchResponseMs"`
-	EmulatorGoroutineNote string  `json:"-"`
+	Connected       int     `json:"connected"`
+	EmulatorRSSMB   float64 `json:"emulatorRssMb"`
+	RSSPerConnKB    float64 `json:"rssPerConnectionKb"` // over the RSS with none connected
+	ConnectsPerSec  float64 `json:"connectsPerSec"`     // while reaching this level
+	DeliveryMS      Summary `json:"deliveryMs"`         // PATCH sent → patch read by the module
+	PatchResponseMS Summary `json:"patchResponseMs"`
+	// Sustained is the sustained PATCH rate at this level, spread over
+	// the connected modules (nil below the worker count).
+	Sustained *Throughput `json:"sustained,omitempty"`
 }
 
 // Throughput is sustained durable twin PATCHes, each delivered to a
@@ -56,7 +58,10 @@ type CapacityResults struct {
 	Creates       CreateResult `json:"creates"`
 	BaselineRSSMB float64      `json:"baselineRssMb"`
 	Scaling       []ScalePoint `json:"scaling"`
-	Throughput    []Throughput `json:"throughput"`
+	// Workers is how many workers send the sustained PATCHes at each
+	// level; Throughput has more worker counts with every module connected.
+	Workers    int          `json:"workers"`
+	Throughput []Throughput `json:"throughput"`
 }
 
 const fsyncPolicy = "durable: every acknowledged write is committed to the bbolt file with fdatasync before the hub answers " +
@@ -158,23 +163,39 @@ func runCapacity(ctx context.Context, cfg config, em *emulatorProc) (CapacityRes
 		}
 		logf("capacity: %d connected: emulator RSS %.1f MB (%.1f KB each), delivery p50 %.2f ms p99 %.2f ms",
 			level, pt.EmulatorRSSMB, pt.RSSPerConnKB, pt.DeliveryMS.Median, pt.DeliveryMS.P99)
+		if level >= cfg.levelWorkers {
+			tp, err := f.sustain(ctx, svc, em, cfg.levelWorkers, cfg.throughputWarmup, cfg.throughputTime)
+			if err != nil {
+				return res, err
+			}
+			logSustained(tp)
+			pt.Sustained = &tp
+		}
 		res.Scaling = append(res.Scaling, pt)
 	}
+	res.Workers = cfg.levelWorkers
 
 	for _, w := range cfg.patchWorkers {
+		if w > len(f.conns) {
+			continue
+		}
 		tp, err := f.sustain(ctx, svc, em, w, cfg.throughputWarmup, cfg.throughputTime)
 		if err != nil {
 			return res, err
 		}
-		logf("capacity: %d workers: %.0f durable PATCH/s, %.0f delivered/s, %d undelivered; emulator %.2f cores, load generator %.2f cores",
-			w, tp.PatchesPerSec, tp.DeliveredPerSec, tp.Undelivered, tp.EmulatorCPUCores, tp.LoadgenCPUCores)
+		logSustained(tp)
 		res.Throughput = append(res.Throughput, tp)
 	}
 	return res, nil
 }
 
+func logSustained(tp Throughput) {
+	logf("capacity: %d connected, %d workers: %.0f durable PATCH/s, %.0f delivered/s, %d lost; emulator %.2f cores, load generator %.2f cores",
+		tp.Connected, tp.Workers, tp.PatchesPerSec, tp.DeliveredPerSec, tp.Undelivered, tp.EmulatorCPUCores, tp.LoadgenCPUCores)
+}
+
 func maxWorkers(cfg config) int {
-	n := 0
+	n := cfg.levelWorkers
 	for _, w := range cfg.patchWorkers {
 		n = max(n, w)
 	}

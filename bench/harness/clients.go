@@ -44,7 +44,7 @@ type ClientResults struct {
 // runClients starts receivers of both kinds, runs the cold-start pairs
 // while they sit idle, samples their memory once they have been connected
 // for cfg.idle, and then measures patch latency alternately on one of each.
-func runClients(ctx context.Context, cfg config, em *emulatorProc, env []string, r *runner) (ClientResults, error) {
+func runClients(ctx context.Context, cfg config, em *emulatorProc, env []string, r *runner, work string) (ClientResults, error) {
 	var res ClientResults
 	svc, err := loadgen.NewService(em.connectionString, cfg.tls, 2)
 	if err != nil {
@@ -89,7 +89,7 @@ func runClients(ctx context.Context, cfg config, em *emulatorProc, env []string,
 	connectedAt := time.Now()
 	logf("clients: %d receivers of each kind connected; cold runs while they sit idle", cfg.receivers)
 
-	if res.Cold, err = runCold(ctx, cfg, r); err != nil {
+	if res.Cold, err = runCold(ctx, cfg, r, env, em.caFile, work); err != nil {
 		return res, err
 	}
 

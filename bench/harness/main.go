@@ -46,6 +46,7 @@ type config struct {
 	connectWorkers   int
 	probes           int
 	settle           time.Duration
+	levelWorkers     int
 	patchWorkers     []int
 	throughputWarmup time.Duration
 	throughputTime   time.Duration
@@ -85,7 +86,8 @@ func main() {
 	flag.IntVar(&cfg.connectWorkers, "connect-workers", 32, "concurrent MQTT connection attempts")
 	flag.IntVar(&cfg.probes, "probes", 200, "measured one-at-a-time patches at each level")
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before sampling the emulator's memory")
-	flag.StringVar(&workers, "patch-workers", "16,64", "concurrent PATCH workers for the sustained rate, one run each")
+	flag.IntVar(&cfg.levelWorkers, "level-workers", 64, "concurrent PATCH workers for the sustained rate at each level")
+	flag.StringVar(&workers, "patch-workers", "16,256", "more worker counts for the sustained rate with every module connected, one run each")
 	flag.DurationVar(&cfg.throughputWarmup, "throughput-warmup", 3*time.Second, "sustained PATCHes before measuring")
 	flag.DurationVar(&cfg.throughputTime, "throughput-time", 10*time.Second, "how long the sustained rate is measured")
 	phases := flag.String("phases", "clients,capacity", "phases to run: clients (cold runs, latency, footprint), capacity")
@@ -161,14 +163,14 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	env := cliEnv(em)
-	r, err := newRunner(work, env)
+	r, err := newRunner(work)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 
 	if cfg.phases["clients"] {
-		if res.Clients, err = runClients(ctx, cfg, em, env, r); err != nil {
+		if res.Clients, err = runClients(ctx, cfg, em, env, r, work); err != nil {
 			return err
 		}
 	}

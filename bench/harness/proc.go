@@ -24,13 +24,11 @@ type Run struct {
 // runner runs short-lived commands with their output in files, so that no
 // copying goroutine sits between the process's exit and Wait returning.
 type runner struct {
-	dir    string // working directory for node scripts
-	env    []string
 	stdout *os.File
 	stderr *os.File
 }
 
-func newRunner(workDir string, env []string) (*runner, error) {
+func newRunner(workDir string) (*runner, error) {
 	out, err := os.CreateTemp(workDir, "stdout-*")
 	if err != nil {
 		return nil, err
@@ -40,7 +38,7 @@ func newRunner(workDir string, env []string) (*runner, error) {
 		out.Close()
 		return nil, err
 	}
-	return &runner{env: env, stdout: out, stderr: errf}, nil
+	return &runner{stdout: out, stderr: errf}, nil
 }
 
 func (r *runner) Close() {
@@ -48,8 +46,8 @@ func (r *runner) Close() {
 	r.stderr.Close()
 }
 
-// run runs argv in dir and fails unless it exits 0.
-func (r *runner) run(ctx context.Context, dir string, argv []string) (Run, error) {
+// run runs argv in dir with env and fails unless it exits 0.
+func (r *runner) run(ctx context.Context, dir string, env, argv []string) (Run, error) {
 	for _, f := range []*os.File{r.stdout, r.stderr} {
 		if err := f.Truncate(0); err != nil {
 			return Run{}, err
@@ -60,7 +58,7 @@ func (r *runner) run(ctx context.Context, dir string, argv []string) (Run, error
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = r.env
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
