@@ -14,6 +14,7 @@
 //	setenv-json VAR FILE PATH      set VAR to the string at PATH in FILE's last line
 //	write-env VAR FILE             write the value of VAR to FILE
 //	swap-key VAR KEY               set VAR to $IOTHUB_CONNECTION_STRING with its key replaced by KEY
+//	delete-module DEVICE MODULE    delete a module over the emulator's REST API
 package e2e
 
 import (
@@ -38,6 +39,8 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator"
+	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
+	"github.com/moduletwin/iothub-module-twin/internal/registry"
 )
 
 var update = flag.Bool("update", false, "rewrite the scripts' expected output")
@@ -74,16 +77,17 @@ func TestScripts(t *testing.T) {
 		RequireUniqueNames:  true,
 		Setup:               setup,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"start":       cmdStart,
-			"await":       cmdAwait,
-			"signal":      cmdSignal,
-			"waitexit":    cmdWaitExit,
-			"mqtt-link":   cmdMQTTLink,
-			"json":        cmdJSON,
-			"json-same":   cmdJSONSame,
-			"setenv-json": cmdSetenvJSON,
-			"write-env":   cmdWriteEnv,
-			"swap-key":    cmdSwapKey,
+			"start":         cmdStart,
+			"await":         cmdAwait,
+			"signal":        cmdSignal,
+			"waitexit":      cmdWaitExit,
+			"mqtt-link":     cmdMQTTLink,
+			"json":          cmdJSON,
+			"json-same":     cmdJSONSame,
+			"setenv-json":   cmdSetenvJSON,
+			"write-env":     cmdWriteEnv,
+			"swap-key":      cmdSwapKey,
+			"delete-module": cmdDeleteModule,
 		},
 	})
 }
@@ -411,4 +415,20 @@ func cmdSwapKey(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	cs.SharedAccessKey = args[1]
 	ts.Setenv(args[0], cs.Format())
+}
+
+func cmdDeleteModule(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: delete-module DEVICE MODULE")
+	}
+	st := state(ts)
+	cs, err := connstr.Parse(st.em.ServiceConnectionString())
+	ts.Check(err)
+	tlsConf, err := hubtls.Config(st.em.CAFile())
+	ts.Check(err)
+	opts := &registry.ClientOptions{}
+	opts.Transport = hubtls.HTTPClient(tlsConf)
+	client, err := registry.NewClient(cs, opts)
+	ts.Check(err)
+	ts.Check(client.DeleteModule(context.Background(), args[0], args[1], ""))
 }
