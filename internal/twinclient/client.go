@@ -179,15 +179,15 @@ func (c *Client) Run(ctx context.Context, handle func(Event)) error {
 
 	q := newQueue()
 	var (
-		wg    sync.WaitGroup
-		fatal error
+		wg      sync.WaitGroup
+		stopErr error // why maintain gave up, if it did
 	)
 	wg.Add(3)
 	go func() { defer wg.Done(); c.dispatch(runCtx, q) }()
 	go func() { defer wg.Done(); c.fetchTwins(runCtx) }()
 	go func() {
 		defer wg.Done()
-		fatal = c.maintain(runCtx)
+		stopErr = c.maintain(runCtx)
 		cancel()
 	}()
 
@@ -205,8 +205,8 @@ func (c *Client) Run(ctx context.Context, handle func(Event)) error {
 	}
 	cancel()
 	wg.Wait()
-	if fatal != nil {
-		return fatal
+	if stopErr != nil {
+		return stopErr
 	}
 	return ctx.Err()
 }
@@ -398,9 +398,9 @@ func (c *Client) connectError(tok mqtt.Token, err error) error {
 	return fmt.Errorf("connect to %s: %w", c.addr, err)
 }
 
-// fatal reports whether retrying a connection cannot help: the hub refused
+// isFatal reports whether retrying a connection cannot help: the hub refused
 // the credentials, or its certificate cannot be trusted.
-func fatal(err error) bool {
+func isFatal(err error) bool {
 	var (
 		refused     *ConnectError
 		verify      *tls.CertificateVerificationError
@@ -436,7 +436,7 @@ func (c *Client) maintain(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				if fatal(err) {
+				if isFatal(err) {
 					return err
 				}
 				failures++
@@ -496,7 +496,7 @@ func (c *Client) maintain(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				if fatal(err) {
+				if isFatal(err) {
 					return err
 				}
 				retry := c.backoff(2)

@@ -267,7 +267,7 @@ func TestUntrustedCertificateIsFatal(t *testing.T) {
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, append(opts, WithTLSConfig(nil))...) // system roots only
 	err := r.wait(t)
-	if err == nil || !fatal(err) {
+	if err == nil || !isFatal(err) {
 		t.Fatalf("Run = %v, want a certificate error", err)
 	}
 }
