@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,7 @@ type Throughput struct {
 	DeliveryMS       Summary `json:"deliveryMs"`
 	EmulatorCPUCores float64 `json:"emulatorCpuCores"` // average cores busy in the emulator
 	LoadgenCPUCores  float64 `json:"loadgenCpuCores"`  // … and in this load generator
+	OtherCPUCores    float64 `json:"otherCpuCores"`    // … and in every other process of the machine
 }
 
 // CapacityResults are the emulator's figures.
@@ -190,8 +192,8 @@ func runCapacity(ctx context.Context, cfg config, em *emulatorProc) (CapacityRes
 }
 
 func logSustained(tp Throughput) {
-	logf("capacity: %d connected, %d workers: %.0f durable PATCH/s, %.0f delivered/s, %d lost; emulator %.2f cores, load generator %.2f cores",
-		tp.Connected, tp.Workers, tp.PatchesPerSec, tp.DeliveredPerSec, tp.Undelivered, tp.EmulatorCPUCores, tp.LoadgenCPUCores)
+	logf("capacity: %d connected, %d workers: %.0f durable PATCH/s, %.0f delivered/s, %d lost; CPU: emulator %.2f cores, load generator %.2f, others %.2f",
+		tp.Connected, tp.Workers, tp.PatchesPerSec, tp.DeliveredPerSec, tp.Undelivered, tp.EmulatorCPUCores, tp.LoadgenCPUCores, tp.OtherCPUCores)
 }
 
 func maxWorkers(cfg config) int {
@@ -402,6 +404,12 @@ func (f *fleet) sustain(ctx context.Context, svc *loadgen.Service, em *emulatorP
 		return tp, err
 	}
 	self0 := selfCPU()
+	busy0, total0, err := systemCPU()
+	if err != nil {
+		stop.Store(true)
+		wg.Wait()
+		return tp, err
+	}
 	delivered0 := f.delivered.Load()
 	start := time.Now()
 	measuring.Store(true)
@@ -413,6 +421,7 @@ func (f *fleet) sustain(ctx context.Context, svc *loadgen.Service, em *emulatorP
 	delivered1 := f.delivered.Load()
 	self1 := selfCPU()
 	emCPU1, _ := cpuTime(em.pid())
+	busy1, total1, _ := systemCPU()
 	stop.Store(true)
 	wg.Wait()
 	if err, _ := firstErr.Load().(error); err != nil {
@@ -436,5 +445,9 @@ func (f *fleet) sustain(ctx context.Context, svc *loadgen.Service, em *emulatorP
 	f.latMu.Unlock()
 	tp.EmulatorCPUCores = round3((emCPU1 - emCPU0).Seconds() / elapsed.Seconds())
 	tp.LoadgenCPUCores = round3((self1 - self0).Seconds() / elapsed.Seconds())
+	if total1 > total0 {
+		busyCores := float64(busy1-busy0) / float64(total1-total0) * float64(runtime.NumCPU())
+		tp.OtherCPUCores = round3(max(0, busyCores-tp.EmulatorCPUCores-tp.LoadgenCPUCores))
+	}
 	return tp, nil
 }

@@ -12,6 +12,7 @@ import (
 // fresh processes, alternately, in the same run.
 type ColdResult struct {
 	Command string     `json:"command"`
+	Case    string     `json:"case"`
 	Go      ColdSeries `json:"go"`
 	Node    ColdSeries `json:"node"`
 	// Speedup is the Node.js median wall time over ours.
@@ -36,8 +37,9 @@ type ColdSeries struct {
 // coldCase builds the argument vectors of run i (warm-up runs included)
 // for both sides.
 type coldCase struct {
-	name  string
-	fresh bool // every run must create new identities
+	command string
+	name    string
+	fresh   bool // every run must create new identities
 	goArgv,
 	nodeArgv func(i int) []string
 }
@@ -50,11 +52,12 @@ func coldCases(cfg config) []coldCase {
 		return []string{cfg.node, "create-module.js", fmt.Sprintf("cold-node-%d", i), "m"}
 	}
 	return []coldCase{
-		{name: "create-module (first run: creates device and module)", fresh: true, goArgv: createGo, nodeArgv: createNode},
+		{command: "create-module", name: "first run (creates device and module)", fresh: true, goArgv: createGo, nodeArgv: createNode},
 		// The same identities again: 409 on both creates, then a GET each.
-		{name: "create-module (second run: both exist)", goArgv: createGo, nodeArgv: createNode},
+		{command: "create-module", name: "second run (both exist)", goArgv: createGo, nodeArgv: createNode},
 		{
-			name: "update-module-twin (GET twin, PATCH desired with its etag)",
+			command: "update-module-twin",
+			name:    "GET twin, PATCH desired with its etag",
 			goArgv: func(i int) []string {
 				return []string{filepath.Join(cfg.binDir, "update-module-twin"), "-d", "cold-go-0", "-m", "m",
 					"--set", "counter=" + strconv.Itoa(i), "-o", "json"}
@@ -99,14 +102,14 @@ func runCold(ctx context.Context, cfg config, r *runner, env []string, caFile, w
 				goRuns, nodeRuns, caOnlyRuns = append(goRuns, g), append(nodeRuns, n), append(caOnlyRuns, o)
 			}
 		}
-		res := ColdResult{Command: c.name, Go: series(c.goArgv(0), goRuns), Node: series(c.nodeArgv(0), nodeRuns),
+		res := ColdResult{Command: c.command, Case: c.name, Go: series(c.goArgv(0), goRuns), Node: series(c.nodeArgv(0), nodeRuns),
 			GoPrivateCAOnly: series(c.goArgv(0), caOnlyRuns)}
 		res.Go.Argv[0] = filepath.Base(res.Go.Argv[0])
 		res.GoPrivateCAOnly.Argv[0] = res.Go.Argv[0]
 		res.Node.Argv[0] = "node"
 		res.Speedup = round3(res.Node.WallMS.Median / res.Go.WallMS.Median)
-		logf("cold: %s: ours %.1f ms, Node.js %.1f ms, ours with only the private CA %.1f ms (medians of %d)",
-			c.name, res.Go.WallMS.Median, res.Node.WallMS.Median, res.GoPrivateCAOnly.WallMS.Median, cfg.runs)
+		logf("cold: %s, %s: ours %.1f ms, Node.js %.1f ms, ours with only the private CA %.1f ms (medians of %d)",
+			c.command, c.name, res.Go.WallMS.Median, res.Node.WallMS.Median, res.GoPrivateCAOnly.WallMS.Median, cfg.runs)
 		results = append(results, res)
 	}
 	return results, nil

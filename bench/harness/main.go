@@ -59,6 +59,10 @@ type Results struct {
 	Clients      ClientResults   `json:"clients"`
 	Capacity     CapacityResults `json:"capacity"`
 	GoBenchmarks []GoBenchmark   `json:"goBenchmarks"`
+	// LoadAverage is the one-minute load average when the run began
+	// ("start"), when each phase began, and at the end: anything above
+	// what the phase itself explains is other work on the machine.
+	LoadAverage map[string]float64 `json:"loadAverage"`
 	Targets      []Target        `json:"targets"`
 }
 
@@ -143,7 +147,7 @@ func run(ctx context.Context, cfg config) error {
 	defer os.RemoveAll(work)
 	dataDir := filepath.Join(work, "hub")
 
-	res := Results{}
+	res := Results{LoadAverage: map[string]float64{"start": loadAverage()}}
 	if res.Setup, err = describeSetup(ctx, cfg, work); err != nil {
 		return err
 	}
@@ -170,15 +174,18 @@ func run(ctx context.Context, cfg config) error {
 	defer r.Close()
 
 	if cfg.phases["clients"] {
+		res.LoadAverage["clients"] = loadAverage()
 		if res.Clients, err = runClients(ctx, cfg, em, env, r, work); err != nil {
 			return err
 		}
 	}
 	if cfg.phases["capacity"] {
+		res.LoadAverage["capacity"] = loadAverage()
 		if res.Capacity, err = runCapacity(ctx, cfg, em); err != nil {
 			return err
 		}
 	}
+	res.LoadAverage["end"] = loadAverage()
 	res.Targets = evaluate(res)
 	return writeOutputs(cfg, res)
 }

@@ -22,10 +22,10 @@ func evaluate(res Results) []Target {
 	}
 	for _, c := range res.Clients.Cold {
 		cmd := c.Go.Argv[0]
-		add(c.Command+": median start to exit", "≤ 15 ms",
+		add(c.Command+", "+c.Case+": median start to exit", "≤ 15 ms",
 			fmt.Sprintf("%s (%s when only the private CA is loaded)", fmtMS(c.Go.WallMS.Median), fmtMS(c.GoPrivateCAOnly.WallMS.Median)),
 			c.Go.WallMS.Median <= 15)
-		add(c.Command+": faster than the Node.js peer", "≥ 10×", fmt.Sprintf("%.1f× (%s vs %s)", c.Speedup, cmd, fmtMS(c.Node.WallMS.Median)), c.Speedup >= 10)
+		add(c.Command+", "+c.Case+": faster than the Node.js peer", "≥ 10×", fmt.Sprintf("%.1f× (%s vs %s)", c.Speedup, cmd, fmtMS(c.Node.WallMS.Median)), c.Speedup >= 10)
 	}
 	if lat := res.Clients.Latency; len(lat) == 2 {
 		g, n := lat[0].LatencyMS, lat[1].LatencyMS
@@ -99,13 +99,13 @@ func renderReport(res Results, cfg config, analysis string) string {
 	p("## Summary\n\n")
 	p("| Figure | Ours | Node.js SDK peer | Target | |\n|---|---|---|---|---|\n")
 	for _, c := range cl.Cold {
-		p("| `%s`: %s, median start to exit | %s (%s with only the private CA loaded) | %s (%.1f× slower) | ≤ 15 ms, ≥ 10× faster | %s |\n",
-			c.Go.Argv[0], strings.TrimPrefix(c.Command, c.Go.Argv[0]+" "), fmtMS(c.Go.WallMS.Median), fmtMS(c.GoPrivateCAOnly.WallMS.Median),
+		p("| `%s`, %s: median start to exit | %s (%s with only the private CA loaded) | %s (%.1f× slower) | ≤ 15 ms, ≥ 10× faster | %s |\n",
+			c.Command, c.Case, fmtMS(c.Go.WallMS.Median), fmtMS(c.GoPrivateCAOnly.WallMS.Median),
 			fmtMS(c.Node.WallMS.Median), c.Speedup, mark(c.Go.WallMS.Median <= 15 && c.Speedup >= 10))
 	}
 	for _, c := range cl.Cold {
-		p("| `%s`: %s, peak RSS (median) | %s | %s | — | |\n",
-			c.Go.Argv[0], strings.TrimPrefix(c.Command, c.Go.Argv[0]+" "), fmtMB(c.Go.MaxRSSMB.Median), fmtMB(c.Node.MaxRSSMB.Median))
+		p("| `%s`, %s: peak RSS (median) | %s (%s with only the private CA loaded) | %s | — | |\n",
+			c.Command, c.Case, fmtMB(c.Go.MaxRSSMB.Median), fmtMB(c.GoPrivateCAOnly.MaxRSSMB.Median), fmtMB(c.Node.MaxRSSMB.Median))
 	}
 	if len(cl.Latency) == 2 {
 		g, n := cl.Latency[0].LatencyMS, cl.Latency[1].LatencyMS
@@ -152,6 +152,9 @@ func renderReport(res Results, cfg config, analysis string) string {
 	p("## Setup\n\n")
 	p("- Machine: %s, %d cores, %.0f GB RAM, Linux %s; the data directory's disk does a 4 KiB write + fdatasync in %s (p50; p99 %s).\n",
 		s.CPU, s.Cores, s.MemoryGB, s.Kernel, fmtMS(s.FsyncMS.Median), fmtMS(s.FsyncMS.P99))
+	p("- One-minute load average at the start %.2f, when the client phase began %.2f, when the capacity phase began %.2f,\n",
+		res.LoadAverage["start"], res.LoadAverage["clients"], res.LoadAverage["capacity"])
+	p("  at the end %.2f (the Go benchmarks run just before the start; other work on the machine would show here too).\n", res.LoadAverage["end"])
 	p("- Ours: %s, commands built by `make build` (`-trimpath`). Peers: Node.js %s with", s.Go, s.Node)
 	p(" azure-iothub %s, azure-iot-device %s, azure-iot-device-mqtt %s (pinned in `bench/node/package-lock.json`).\n",
 		s.NodeSDKs["azure-iothub"], s.NodeSDKs["azure-iot-device"], s.NodeSDKs["azure-iot-device-mqtt"])
@@ -189,7 +192,7 @@ func renderReport(res Results, cfg config, analysis string) string {
 			name string
 			s    ColdSeries
 		}{{"ours", c.Go}, {"Node.js", c.Node}, {"ours, private CA only", c.GoPrivateCAOnly}} {
-			p("| %s | %s: `%s` | %s | %s | %s | %s | %s | %s |\n", c.Command, sd.name, strings.Join(sd.s.Argv, " "),
+			p("| %s, %s | %s: `%s` | %s | %s | %s | %s | %s | %s |\n", c.Command, c.Case, sd.name, strings.Join(sd.s.Argv, " "),
 				fmtMS(sd.s.WallMS.Median), fmtMS(sd.s.WallMS.P90), fmtMS(sd.s.WallMS.Min), fmtMS(sd.s.WallMS.Max),
 				fmtMS(sd.s.CPUMS.Median), fmtMB(sd.s.MaxRSSMB.Median))
 		}
@@ -212,16 +215,20 @@ func renderReport(res Results, cfg config, analysis string) string {
 		cp.Creates.Devices, cp.Creates.DevicesPerSec, cp.Creates.Modules, cp.Creates.ModulesPerSec,
 		fmtMS(cp.Creates.ModuleCreateMS.Median), fmtMS(cp.Creates.ModuleCreateMS.P99))
 	p("Sustained durable twin PATCHes, spread over the connected modules, each patch delivered to its module:\n\n")
-	p("| Connected | Workers | PATCH/s | Delivered/s | Lost | PATCH answered p50 / p99 | Delivered p50 / p99 | Emulator CPU | Load generator CPU |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("| Connected | Workers | PATCH/s | Delivered/s | Lost | PATCH answered p50 / p99 | Delivered p50 / p99 | CPU: emulator | load generator | other processes |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range sustainedRuns(cp) {
-		p("| %d | %d | %.0f | %.0f | %d | %s / %s | %s / %s | %.2f cores | %.2f cores |\n", t.Connected, t.Workers, t.PatchesPerSec, t.DeliveredPerSec, t.Undelivered,
+		p("| %d | %d | %.0f | %.0f | %d | %s / %s | %s / %s | %.2f cores | %.2f | %.2f |\n", t.Connected, t.Workers, t.PatchesPerSec, t.DeliveredPerSec, t.Undelivered,
 			fmtMS(t.PatchResponseMS.Median), fmtMS(t.PatchResponseMS.P99), fmtMS(t.DeliveryMS.Median), fmtMS(t.DeliveryMS.P99),
-			t.EmulatorCPUCores, t.LoadgenCPUCores)
+			t.EmulatorCPUCores, t.LoadgenCPUCores, t.OtherCPUCores)
 	}
 	p("\nHow cost grows with connected modules (emulator RSS with none connected: %s):\n\n", fmtMB(cp.BaselineRSSMB))
 	p("| Connected modules | Emulator RSS | Per connection | Connects/s | Delivery p50 | Delivery p99 | PATCH answered p50 |\n|---|---|---|---|---|---|---|\n")
 	for _, pt := range cp.Scaling {
-		p("| %d | %s | %.1f KB | %.0f | %s | %s | %s |\n", pt.Connected, fmtMB(pt.EmulatorRSSMB), pt.RSSPerConnKB, pt.ConnectsPerSec,
+		perConn := "—" // one connection is lost in the noise of the heap
+		if pt.Connected >= 100 {
+			perConn = fmt.Sprintf("%.1f KB", pt.RSSPerConnKB)
+		}
+		p("| %d | %s | %s | %.0f | %s | %s | %s |\n", pt.Connected, fmtMB(pt.EmulatorRSSMB), perConn, pt.ConnectsPerSec,
 			fmtMS(pt.DeliveryMS.Median), fmtMS(pt.DeliveryMS.P99), fmtMS(pt.PatchResponseMS.Median))
 	}
 	if len(res.GoBenchmarks) > 0 {
