@@ -63,7 +63,7 @@ type Results struct {
 	// ("start"), when each phase began, and at the end: anything above
 	// what the phase itself explains is other work on the machine.
 	LoadAverage map[string]float64 `json:"loadAverage"`
-	Targets      []Target        `json:"targets"`
+	Targets     []Target           `json:"targets"`
 }
 
 func logf(format string, args ...any) {
