@@ -192,12 +192,13 @@ func run(ctx context.Context, cfg config) error {
 
 // cliEnv is the environment of every client process: the emulator's
 // settings for our commands and for Node.js, and nothing that would send
-// them elsewhere.
+// them elsewhere or change whom they trust.
 func cliEnv(em *emulatorProc) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "IOTHUB_") || strings.HasPrefix(k, "NODE_") || strings.HasSuffix(strings.ToUpper(k), "_PROXY") {
+		if strings.HasPrefix(k, "IOTHUB_") || strings.HasPrefix(k, "NODE_") || strings.HasPrefix(k, "SSL_CERT_") ||
+			strings.HasSuffix(strings.ToUpper(k), "_PROXY") {
 			continue
 		}
 		env = append(env, kv)
