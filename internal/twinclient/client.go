@@ -777,18 +777,19 @@ func (c *Client) fetchTwin(ctx context.Context) error {
 
 // dispatch owns the tracker: it orders patches and snapshots into events.
 // It asks for a GET when a patch is stale, and when a grace period passes
-// with patches still held behind a missing version.
+// with patches still held behind a missing version. A held snapshot is
+// reported as a resync once its own grace period, counted from its
+// arrival, has passed.
 func (c *Client) dispatch(ctx context.Context, q *queue) {
 	t := newTracker()
+	grace := c.cfg.gapGrace
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	var (
-		grace  *time.Timer
-		graceC <-chan time.Time
+		deadline time.Time // when timer fires; zero while it is stopped
+		gapSince time.Time // since when patches wait behind a missing version with no snapshot held
 	)
-	defer func() {
-		if grace != nil {
-			grace.Stop()
-		}
-	}()
 	for {
 		var handled chan struct{}
 		select {
@@ -804,35 +805,45 @@ func (c *Client) dispatch(ctx context.Context, q *queue) {
 					c.requestGet()
 				}
 			case in.snap != nil:
-				before := t.held
 				q.push(t.snapshot(*in.snap))
-				if t.held != before && graceC != nil {
-					// A newly held snapshot gets a full grace period.
-					grace.Stop()
-					graceC = nil
-				}
 			case in.check:
 				c.requestGet()
 			}
-		case <-graceC:
-			graceC = nil
-			q.push(t.expire())
-			if t.waiting() {
+		case <-timer.C:
+			now := time.Now()
+			deadline = time.Time{}
+			q.push(t.expire(now.Add(-grace)))
+			if _, held := t.heldSince(); !held && t.gap() && !gapSince.After(now.Add(-grace)) {
 				c.cfg.log.Debug("a desired-properties version is missing; reading the twin")
 				c.requestGet()
+				gapSince = now
 			}
 		}
 		c.floor.Store(t.floor())
 		if handled != nil {
 			close(handled)
 		}
-		switch {
-		case t.waiting() && graceC == nil:
-			grace = time.NewTimer(c.cfg.gapGrace)
-			graceC = grace.C
-		case !t.waiting() && graceC != nil:
-			grace.Stop()
-			graceC = nil
+
+		// A held snapshot settles the gap below it when its grace period
+		// ends; without one, a gap that lasts a grace period asks for a GET.
+		var next time.Time
+		if at, held := t.heldSince(); held {
+			next = at.Add(grace)
+			gapSince = time.Time{}
+		} else if t.gap() {
+			if gapSince.IsZero() {
+				gapSince = time.Now()
+			}
+			next = gapSince.Add(grace)
+		} else {
+			gapSince = time.Time{}
+		}
+		if !next.Equal(deadline) {
+			timer.Stop()
+			if !next.IsZero() {
+				timer.Reset(time.Until(next))
+			}
+			deadline = next
 		}
 	}
 }

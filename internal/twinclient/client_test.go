@@ -90,9 +90,9 @@ func (r *run) next(t *testing.T) Event {
 	case ev := <-r.events:
 		return ev
 	case <-r.done:
-		t.Fatalf("Run returned %v while an event was expected", r.err)
+		t.Fatalf("Run returned %v while an event was expected; log:\n%s", r.err, r.logs)
 	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
+		t.Fatalf("no event within 10s; log:\n%s", r.logs)
 	}
 	return Event{}
 }
@@ -420,6 +420,50 @@ func TestLostPushIsRecoveredByReadingTheTwin(t *testing.T) {
 	h.push(3, map[string]json.RawMessage{"y": json.RawMessage(`2`)})
 	if got, want := brief(r.next(t)), `resync 3 {"x":1,"y":2}`; got != want {
 		t.Errorf("event = %s, want %s", got, want)
+	}
+}
+
+// TestMissingVersionResyncedWhilePatchesKeepComing loses one version while
+// patches keep coming and GETs come faster than the grace period (stale
+// duplicates ask for them, as token renewals do): the missing version must
+// be resynced after a grace period, not once the flow stops.
+func TestMissingVersionResyncedWhilePatchesKeepComing(t *testing.T) {
+	t.Parallel()
+	h := newFakeHub(t)
+	cs, opts := transports[0].setup(h)
+	r := startClient(t, cs, append(opts, WithResyncGrace(time.Second))...)
+	r.next(t)
+	h.mu.Lock()
+	h.desired["lost"] = json.RawMessage(`true`)
+	h.version = 2 // committed, never pushed
+	h.mu.Unlock()
+
+	var resync Event
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	last := int64(2)
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; resync.Type == ""; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("version 2 not resynced within 15s while patches kept coming; log:\n%s", r.logs)
+		}
+		last = h.patchDesired(fmt.Sprintf(`{"seq":%d}`, i))
+		if i%5 == 0 {
+			h.push(1, map[string]json.RawMessage{}) // a stale duplicate: the client reads the twin
+		}
+		select {
+		case ev := <-r.events:
+			resync = ev
+		case <-tick.C:
+		}
+	}
+	if resync.Type != EventResync || resync.Version < 2 || string(resync.Desired["lost"]) != "true" {
+		t.Fatalf("first event after the loss = %s, want a resync with lost=true", brief(resync))
+	}
+	for v := resync.Version + 1; v <= last; v++ {
+		if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"seq":%d}`, v, v-3); got != want {
+			t.Fatalf("event = %s, want %s", got, want)
+		}
 	}
 }
 

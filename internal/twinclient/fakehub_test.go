@@ -37,7 +37,8 @@ import (
 // broker: SAS-checked CONNECT (with the hub dropping a connection when its
 // token expires), twin GET, reported PATCH and desired pushes, over TLS
 // and WebSockets. Like the real hub it pushes patches only to a connected
-// client.
+// client, and a connection that replaces the client's live one (a token
+// renewal) takes its session over without losing a push.
 type fakeHub struct {
 	t              *testing.T
 	host           string // the hub's host name in usernames and tokens
@@ -49,7 +50,15 @@ type fakeHub struct {
 	clientTLS      *tls.Config
 	proxied        chan string // CONNECT targets seen by the test proxy
 
+	// pushMu orders pushes with connections that take the session over.
+	// While mochi moves the session to a new connection it routes a
+	// publish to the old one after copying its messages (the push is
+	// lost), or to the new one before its CONNACK (the client refuses the
+	// connection), so pushes wait until the new connection is established.
+	pushMu sync.Mutex
+
 	mu              sync.Mutex
+	joining         map[*mochi.Client]bool // connections taking the session over, until established
 	desired         map[string]json.RawMessage
 	version         int64
 	reported        map[string]json.RawMessage
@@ -81,6 +90,7 @@ func newFakeHub(t *testing.T) *fakeHub {
 		version:  1,
 		reported: map[string]json.RawMessage{},
 		expiry:   map[*mochi.Client]*time.Timer{},
+		joining:  map[*mochi.Client]bool{},
 		events:   make(chan string, 1024),
 		proxied:  make(chan string, 16),
 	}
@@ -163,6 +173,9 @@ func (h *fakeHub) patchDesired(patch string) int64 {
 	if err := json.Unmarshal([]byte(patch), &p); err != nil {
 		h.t.Fatalf("patch %s: %v", patch, err)
 	}
+	h.pushMu.Lock()
+	defer h.pushMu.Unlock()
+	h.awaitHandOver()
 	h.mu.Lock()
 	for k, v := range p {
 		if string(v) == "null" {
@@ -176,13 +189,45 @@ func (h *fakeHub) patchDesired(patch string) int64 {
 	push := h.connected != nil
 	h.mu.Unlock()
 	if push {
-		h.push(v, p)
+		h.publish(v, p)
 	}
 	return v
 }
 
 // push publishes a desired notification with version v.
 func (h *fakeHub) push(v int64, p map[string]json.RawMessage) {
+	h.t.Helper()
+	h.pushMu.Lock()
+	defer h.pushMu.Unlock()
+	h.awaitHandOver()
+	h.publish(v, p)
+}
+
+// awaitHandOver waits until no connection is taking the session over: each
+// is established, or has failed and closed. The caller holds pushMu, so no
+// new one starts meanwhile.
+func (h *fakeHub) awaitHandOver() {
+	h.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		for cl := range h.joining {
+			if cl.Closed() {
+				delete(h.joining, cl)
+			}
+		}
+		busy := len(h.joining) > 0
+		h.mu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Errorf("fake hub: a connection took 10s to take the session over")
+			return
+		}
+	}
+}
+
+func (h *fakeHub) publish(v int64, p map[string]json.RawMessage) {
 	h.t.Helper()
 	body := map[string]json.RawMessage{"$version": json.RawMessage(fmt.Sprint(v))}
 	for k, x := range p {
@@ -288,7 +333,7 @@ func (k *fakeHubHook) ID() string { return "fake-iothub" }
 
 func (k *fakeHubHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
+		mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablish, mochi.OnSessionEstablished,
 		mochi.OnDisconnect, mochi.OnSubscribed, mochi.OnPublish,
 	}, []byte{b})
 }
@@ -316,7 +361,11 @@ func (k *fakeHubHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet)
 	h.connects++
 	h.expiry[cl] = time.AfterFunc(time.Until(exp), func() {
 		h.mu.Lock()
-		_, live := h.expiry[cl]
+		_, tracked := h.expiry[cl]
+		delete(h.expiry, cl)
+		// A connection that failed before mochi served it never reaches
+		// OnDisconnect; it is closed already and counts for nothing.
+		live := tracked && !cl.Closed()
 		if live {
 			h.expiredDrops++
 		}
@@ -339,8 +388,20 @@ func (k *fakeHubHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool
 	return true
 }
 
+// OnSessionEstablish runs before mochi moves the session to cl.
+func (k *fakeHubHook) OnSessionEstablish(cl *mochi.Client, _ packets.Packet) {
+	h := k.h
+	h.pushMu.Lock()
+	defer h.pushMu.Unlock()
+	h.mu.Lock()
+	h.joining[cl] = true
+	h.mu.Unlock()
+}
+
+// OnSessionEstablished runs once publishes are routed to cl.
 func (k *fakeHubHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	k.h.mu.Lock()
+	delete(k.h.joining, cl)
 	k.h.connected = cl
 	k.h.mu.Unlock()
 	k.h.events <- "connected"

@@ -2,6 +2,7 @@ package twinclient
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -35,7 +36,8 @@ type Event struct {
 // snapshot is the desired state read with a twin GET. floor is the last
 // version the tracker had delivered when the GET was sent (-1 if none): a
 // GET sent after version v was delivered cannot show less than v unless the
-// twin was deleted and created again.
+// twin was deleted and created again. time is when the answer arrived: the
+// patches that raced with the GET were in flight then.
 type snapshot struct {
 	version int64
 	desired map[string]json.RawMessage
@@ -49,13 +51,16 @@ type snapshot struct {
 //
 // A snapshot newer than the last delivered version is not reported at
 // once: the patches in between may still be on their way (the GET raced
-// with them). It is held until the grace period ends (expire) and dropped
-// if the patches catch up meanwhile.
+// with them). It is held for a grace period counted from its own arrival
+// (expire) and dropped if the patches catch up meanwhile. A later, newer
+// snapshot is held beside it and does not postpone it: were it replaced,
+// GETs coming faster than the grace period would hold back a missing
+// version, and every patch behind it, for as long as they kept coming.
 type tracker struct {
 	have    bool            // a baseline version is known
 	last    int64           // version of the last delivered event
 	pending map[int64]Event // patches newer than last+1, held until the gap closes
-	held    *snapshot       // a newer snapshot, waiting for patches in flight
+	held    []snapshot      // newer snapshots in arrival and version order, waiting for patches in flight
 }
 
 func newTracker() *tracker { return &tracker{pending: map[int64]Event{}} }
@@ -81,10 +86,18 @@ func (t *tracker) patch(ev Event) (out []Event, check bool) {
 		return nil, false
 	}
 	out = t.flush(nil)
-	if t.held != nil && t.held.version <= t.last {
-		t.held = nil // the patches caught up; nothing was missed
-	}
+	t.dropCaughtUp()
 	return out, false
+}
+
+// dropCaughtUp forgets the held snapshots that the delivered versions
+// reached: nothing before them was missed.
+func (t *tracker) dropCaughtUp() {
+	i := 0
+	for i < len(t.held) && t.held[i].version <= t.last {
+		i++
+	}
+	t.held = slices.Delete(t.held, 0, i)
 }
 
 // snapshot takes the result of a GET.
@@ -98,22 +111,39 @@ func (t *tracker) snapshot(s snapshot) []Event {
 		// sent: the identity was deleted and created again. Anything held
 		// belongs to the old twin.
 		clear(t.pending)
-		t.held = nil
+		t.held = t.held[:0]
 		return t.deliver(Event{Type: EventResync, Version: s.version, Desired: s.desired, Time: s.time})
 	case s.version > t.last:
-		if t.held == nil || s.version > t.held.version {
-			t.held = &s
+		if n := len(t.held); n == 0 || s.version > t.held[n-1].version {
+			t.held = append(t.held, s)
 		}
 	}
 	return nil // not newer: the GET raced with patches already delivered
 }
 
-// expire ends the grace period: a held snapshot that the patches did not
-// catch up with is reported as a resync.
-func (t *tracker) expire() []Event {
-	s := t.held
-	t.held = nil
-	if s == nil || s.version <= t.last {
+// heldSince is when the oldest held snapshot arrived, whose grace period
+// ends first; ok is false when none is held.
+func (t *tracker) heldSince() (at time.Time, ok bool) {
+	if len(t.held) == 0 {
+		return time.Time{}, false
+	}
+	return t.held[0].time, true
+}
+
+// expire ends the grace period of the snapshots that arrived at or before
+// cutoff: the newest of them, which the patches did not catch up with, is
+// reported as a resync. Newer snapshots stay held for their own grace.
+func (t *tracker) expire(cutoff time.Time) []Event {
+	i := 0
+	for i < len(t.held) && !t.held[i].time.After(cutoff) {
+		i++
+	}
+	if i == 0 {
+		return nil
+	}
+	s := t.held[i-1]
+	t.held = slices.Delete(t.held, 0, i)
+	if s.version <= t.last {
 		return nil
 	}
 	return t.deliver(Event{Type: EventResync, Version: s.version, Desired: s.desired, Time: s.time})
@@ -128,7 +158,9 @@ func (t *tracker) deliver(ev Event) []Event {
 			delete(t.pending, v)
 		}
 	}
-	return t.flush([]Event{ev})
+	out := t.flush([]Event{ev})
+	t.dropCaughtUp()
+	return out
 }
 
 // flush appends to out the held patches that follow last without a gap.
@@ -144,6 +176,9 @@ func (t *tracker) flush(out []Event) []Event {
 	}
 }
 
-// waiting reports whether something waits for the grace period: a held
+// waiting reports whether something waits for a grace period: a held
 // snapshot, or patches held behind a missing version.
-func (t *tracker) waiting() bool { return t.held != nil || (t.have && len(t.pending) > 0) }
+func (t *tracker) waiting() bool { return len(t.held) > 0 || t.gap() }
+
+// gap reports whether patches are held behind a missing version.
+func (t *tracker) gap() bool { return t.have && len(t.pending) > 0 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -123,7 +124,7 @@ func TestTracker(t *testing.T) {
 				var v, floor int64
 				switch {
 				case s == "expire":
-					got = append(got, tr.expire()...)
+					got = append(got, tr.expire(time.Now())...)
 				case s[0] == 'p':
 					mustScan(t, string(s[1:]), "%d", &v)
 					evs, check := tr.patch(Event{Type: EventPatch, Version: v})
@@ -152,6 +153,73 @@ func TestTracker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTrackerHeldSnapshotsExpireInTurn shows that each held snapshot waits
+// one grace period from its own arrival: a later GET neither postpones the
+// resync of a missing version nor turns patches still in flight for its
+// own version into a resync.
+func TestTrackerHeldSnapshotsExpireInTurn(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	snap := func(tr *tracker, v int64, d time.Duration) []Event {
+		return tr.snapshot(snapshot{version: v, floor: tr.floor(), time: at(d)})
+	}
+	patches := func(tr *tracker, from, to int64) []Event {
+		var out []Event
+		for v := from; v <= to; v++ {
+			evs, _ := tr.patch(Event{Type: EventPatch, Version: v})
+			out = append(out, evs...)
+		}
+		return out
+	}
+
+	t.Run("a missing version is resynced on time while GETs keep coming", func(t *testing.T) {
+		const grace = 2 * time.Second
+		tr := newTracker()
+		got := snap(tr, 1, 0)
+		got = append(got, patches(tr, 2, 3)...)
+		// Version 4 never comes. Every second a GET answers and ten more
+		// patches arrive; the grace period is two seconds.
+		for i := range int64(6) {
+			now := time.Duration(i) * time.Second
+			got = append(got, snap(tr, 10+10*i, now)...)
+			got = append(got, patches(tr, 5+10*i, 14+10*i)...)
+			if h, ok := tr.heldSince(); i < 2 && (!ok || !h.Equal(at(0))) {
+				t.Fatalf("at %s: oldest held snapshot from %v (held %v), want %v", now, h, ok, at(0))
+			}
+			got = append(got, tr.expire(at(now-grace))...)
+		}
+		// The first GET's grace ends at 2s: it is the resync, and every
+		// later version arrives as a patch.
+		want := []string{"twin 1", "patch 2", "patch 3", "resync 10"}
+		for v := 11; v <= 64; v++ {
+			want = append(want, fmt.Sprintf("patch %d", v))
+		}
+		if diff := cmp.Diff(want, short(got)); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
+		if tr.waiting() {
+			t.Errorf("still waiting after the patches caught up; %d snapshots held", len(tr.held))
+		}
+	})
+
+	t.Run("a later snapshot keeps its own grace once the patches pass the earlier one", func(t *testing.T) {
+		tr := newTracker()
+		got := snap(tr, 1, 0)
+		got = append(got, snap(tr, 3, 0)...)
+		got = append(got, snap(tr, 6, time.Second)...)
+		got = append(got, patches(tr, 2, 4)...)
+		// The first snapshot's grace ends: the patches passed it, and the
+		// second one has a second to go.
+		got = append(got, tr.expire(at(0))...)
+		got = append(got, patches(tr, 5, 6)...)
+		got = append(got, tr.expire(at(time.Second))...)
+		want := []string{"twin 1", "patch 2", "patch 3", "patch 4", "patch 5", "patch 6"}
+		if diff := cmp.Diff(want, short(got)); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func mustScan(t *testing.T, s, format string, v *int64) {
