@@ -139,6 +139,9 @@ func start(t *testing.T, vars map[string]string, args ...string) *proc {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	if args == nil {
+		args = []string{} // nil would make cobra parse the test binary's own arguments
+	}
 	go func() { p.done <- cli.Run(ctx, env, receivepatch.Command(env), args) }()
 	t.Cleanup(func() {
 		cancel()
