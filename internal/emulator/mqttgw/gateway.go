@@ -71,6 +71,14 @@ type conn struct {
 	expiry *time.Timer  // closes the connection when its token expires
 	live   atomic.Bool  // still the identity's current connection
 	active atomic.Int64 // unix second of the last activity given to the hub
+
+	// Desired patches committed after the connection became live but
+	// before its CONNACK went out wait here: the broker moves a taken-over
+	// session's subscriptions only just before CONNACK, and a PUBLISH
+	// before CONNACK makes clients drop the connection.
+	mu      sync.Mutex
+	acked   bool
+	pending []hub.DesiredPatch
 }
 
 // touch records activity on c, at most once a second per connection.
@@ -294,6 +302,27 @@ func (g *Gateway) deliverDesired(p hub.DesiredPatch) {
 		return // not queued for a disconnected identity, as the real hub
 	}
 	c := v.(*conn)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.acked {
+		c.pending = append(c.pending, p)
+		return
+	}
+	g.publishDesired(c, p)
+}
+
+// acknowledged runs once c's CONNACK is out: held patches go out in order,
+// and later ones directly.
+func (g *Gateway) acknowledged(c *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.pending {
+		g.publishDesired(c, p)
+	}
+	c.pending, c.acked = nil, true
+}
+
+func (g *Gateway) publishDesired(c *conn, p hub.DesiredPatch) {
 	topic := c.prefix + twinDesiredPrefix + strconv.FormatInt(p.Version, 10)
 	if err := g.srv.Publish(topic, p.Body, false, 1); err != nil {
 		g.log.Debug("desired patch not delivered", "identity", p.Identity.String(), "version", p.Version, "error", err)

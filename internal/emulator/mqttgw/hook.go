@@ -39,6 +39,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnConnect,
 		mqtt.OnConnectAuthenticate,
 		mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnPacketRead,
 		mqtt.OnACLCheck,
@@ -115,6 +116,15 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.g.log.Info("MQTT client connected", "identity", id.String(), "remote", cl.Net.Remote,
 		"transport", cl.Net.Listener, "cleanSession", cl.Properties.Clean)
+}
+
+// OnSessionEstablished runs once CONNACK is out and the session, with the
+// subscriptions of a connection it took over, is in place: desired patches
+// held since the connection became live can now be sent.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if c := h.g.connOf(cl); c != nil {
+		h.g.acknowledged(c)
+	}
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
