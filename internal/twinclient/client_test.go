@@ -1,7 +1,6 @@
 package twinclient
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
 // run is a client running against a test hub.
@@ -32,13 +31,13 @@ type run struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
-	logs   *syncBuffer
+	logs   *syncio.Buffer
 	waited atomic.Int32 // the test took Run's result itself
 }
 
 func startClient(t *testing.T, cs connstr.ConnectionString, opts ...Option) *run {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
 	c, err := New(cs, opts...)
 	if err != nil {
@@ -101,23 +100,6 @@ func (r *run) next(t *testing.T) Event {
 func brief(ev Event) string {
 	b, _ := json.Marshal(ev.Desired)
 	return fmt.Sprintf("%s %d %s", ev.Type, ev.Version, b)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // transports are the two ways to reach the fake hub. The WebSocket one goes
@@ -323,7 +305,7 @@ func TestBlockedHandlerDoesNotStallTheConnection(t *testing.T) {
 	cs, opts := transports[0].setup(h)
 	release := make(chan struct{})
 	twin := make(chan struct{})
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	c, err := New(cs, append(opts, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))...)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
+	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 	"github.com/moduletwin/iothub-module-twin/internal/twinclient"
 )
 
@@ -232,12 +233,12 @@ type events struct {
 	err    error
 	cancel context.CancelFunc
 	client *twinclient.Client
-	logs   *lockedBuffer
+	logs   *syncio.Buffer
 }
 
 func run(t *testing.T, cs connstr.ConnectionString, opts ...twinclient.Option) *events {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &syncio.Buffer{}
 	c, err := twinclient.New(cs, append(opts, twinclient.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))...)
 	if err != nil {
 		t.Fatal(err)
@@ -275,23 +276,6 @@ func (e *events) next(t *testing.T) twinclient.Event {
 func brief(ev twinclient.Event) string {
 	b, _ := json.Marshal(ev.Desired)
 	return fmt.Sprintf("%s %d %s", ev.Type, ev.Version, b)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var transports = []string{"tls", "websocket"}
