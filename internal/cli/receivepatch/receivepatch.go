@@ -202,10 +202,16 @@ func Run(ctx context.Context, o *Options) error {
 		twinclient.WithUserAgent(userAgent()),
 		twinclient.WithLogger(slog.New(&lineHandler{w: stderr, prefix: name + ": ", level: level})),
 	}
-	if o.Transport == transportWebSocket {
+	switch {
+	case o.Transport == transportWebSocket:
 		clientOpts = append(clientOpts, twinclient.WithTransport(twinclient.TransportWebSocket))
-	} else if o.MQTTAddr != "" {
+	case o.MQTTAddr != "":
 		clientOpts = append(clientOpts, twinclient.WithMQTTAddr(o.MQTTAddr))
+	case cs.Port() != "" && cs.GatewayHostName == "":
+		// Real hub names carry no port; one that does is most likely
+		// iothub-emulator's HTTPS port, and MQTT is elsewhere.
+		fmt.Fprintf(stderr, "%s: note: HostName names port %s, an HTTPS port; MQTT goes to %s. For iothub-emulator, set $%s or --mqtt-addr to its MQTT address.\n",
+			name, cs.Port(), net.JoinHostPort(cs.Host(), twinclient.MQTTPort), EnvMQTTAddr)
 	}
 	client, err := twinclient.New(cs, append(clientOpts, o.ClientOptions...)...)
 	if err != nil {
