@@ -38,9 +38,13 @@ func evaluate(res Results) []Target {
 	add("receiver idle RSS", "≤ 15 MB", fmtMB(fp.GoIdleRSSMB.Median), fp.GoIdleRSSMB.Median <= 15)
 	add("receiver idle RSS vs Node.js", "≤ ¼ ("+fmtMB(fp.NodeIdleRSSMB.Median/4)+")", fmtMB(fp.GoIdleRSSMB.Median),
 		fp.GoIdleRSSMB.Median <= fp.NodeIdleRSSMB.Median/4)
-	for _, tp := range sustainedRuns(res.Capacity) {
-		add(fmt.Sprintf("durable twin PATCH/s, each delivered, %d modules connected (%d workers)", tp.Connected, tp.Workers), "≥ 5,000/s, none lost",
-			fmt.Sprintf("%.0f/s, %d lost", tp.PatchesPerSec, tp.Undelivered), tp.PatchesPerSec >= 5000 && tp.Undelivered == 0)
+	// The target is judged at each level's run; the other worker counts
+	// show how the rate depends on concurrency.
+	for _, pt := range res.Capacity.Scaling {
+		if tp := pt.Sustained; tp != nil {
+			add(fmt.Sprintf("durable twin PATCH/s, each delivered, %d modules connected (%d workers)", tp.Connected, tp.Workers), "≥ 5,000/s, none lost",
+				fmt.Sprintf("%.0f/s, %d lost", tp.PatchesPerSec, tp.Undelivered), tp.PatchesPerSec >= 5000 && tp.Undelivered == 0)
+		}
 	}
 	if sc := res.Capacity.Scaling; len(sc) > 0 {
 		last := sc[len(sc)-1]
