@@ -95,12 +95,19 @@ func main() {
 	flag.DurationVar(&cfg.throughputWarmup, "throughput-warmup", 3*time.Second, "sustained PATCHes before measuring")
 	flag.DurationVar(&cfg.throughputTime, "throughput-time", 10*time.Second, "how long the sustained rate is measured")
 	phases := flag.String("phases", "clients,capacity", "phases to run: clients (cold runs, latency, footprint), capacity")
+	reportOnly := flag.Bool("report-only", false, "measure nothing: rewrite -doc from the results in -json (after editing -analysis)")
 	timeout := flag.Duration("timeout", 13*time.Minute, "give up after this long")
 	flag.Parse()
 
 	cfg.phases = map[string]bool{}
 	for _, ph := range strings.Split(*phases, ",") {
 		cfg.phases[strings.TrimSpace(ph)] = true
+	}
+	if *reportOnly {
+		if err := rewriteReport(cfg); err != nil {
+			fatalf("%v", err)
+		}
+		return
 	}
 	var err error
 	if cfg.levels, err = intList(levels); err != nil || !slices.IsSorted(cfg.levels) {
@@ -274,15 +281,34 @@ func writeOutputs(cfg config, res Results) error {
 	if err := os.WriteFile(cfg.outJSON, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
+	logf("wrote %s", cfg.outJSON)
+	return writeReport(cfg, res)
+}
+
+// rewriteReport renders the report again from saved results.
+func rewriteReport(cfg config) error {
+	b, err := os.ReadFile(cfg.outJSON)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", cfg.outJSON, err)
+	}
+	res.Targets = evaluate(res)
+	return writeReport(cfg, res)
+}
+
+func writeReport(cfg config, res Results) error {
 	analysis, err := os.ReadFile(cfg.analysis)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	doc := renderReport(res, cfg, string(analysis))
+	doc := renderReport(res, string(analysis))
 	if err := os.WriteFile(cfg.outDoc, []byte(doc), 0o644); err != nil {
 		return err
 	}
-	logf("wrote %s and %s", cfg.outJSON, cfg.outDoc)
+	logf("wrote %s", cfg.outDoc)
 	return nil
 }
 

@@ -86,7 +86,7 @@ func mark(met bool) string {
 }
 
 // renderReport writes BENCHMARKS.md.
-func renderReport(res Results, cfg config, analysis string) string {
+func renderReport(res Results, analysis string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	s := res.Setup
@@ -174,19 +174,19 @@ func renderReport(res Results, cfg config, analysis string) string {
 	p("- Patch latency: `receive-twin-patch --output json` and `bench/node/receive-twin-patch.js` (a `ModuleClient` over\n")
 	p("  `azure-iot-device-mqtt`, printing the same JSON lines) run connected to one module each; the harness sends a\n")
 	p("  desired patch over a keep-alive HTTPS connection to ours, waits for the line, then to the peer, and so on:\n")
-	p("  %d warm-up patches each, then %d. Latency runs from just before the PATCH request to the moment the receiver's\n", cfg.latencyWarmup, s.Patches)
+	p("  %d warm-up patches each, then %d. Latency runs from just before the PATCH request to the moment the receiver's\n", s.LatencyWarmup, s.Patches)
 	p("  line is read from its stdout pipe.\n")
 	p("- Footprint: %d receivers of each kind connect first and sit idle through the cold runs; VmRSS is sampled from\n", fp.Receivers)
 	p("  /proc once each has been connected for %.0f s. Peak RSS is wait4's `ru_maxrss` at exit (after the latency run).\n", s.IdleSeconds)
 	p("- Capacity: a load generator written in Go (`bench/loadgen`: HTTPS keep-alive service client, and a minimal MQTT\n")
 	p("  3.1.1 module client that subscribes to desired patches with QoS 1) runs in the harness process, on the same %d\n", s.Cores)
 	p("  cores as the emulator. It creates %d modules (%d devices of 50), connects them in steps of %v, and at each step\n",
-		cp.Creates.Modules, cp.Creates.Devices, cfg.levels)
-	p("  reads the emulator's VmRSS (after %s) and times %d one-at-a-time patches from the PATCH request to the PUBLISH\n", cfg.settle, cfg.probes)
-	p("  read by the module. At each step with at least %d modules, %d workers then PATCH the connected modules' twins\n", cfg.levelWorkers, cfg.levelWorkers)
-	p("  (each worker its own modules, round robin, one request at a time on its own keep-alive connection) for %s\n", cfg.throughputTime)
-	p("  after a %s warm-up; every patch sent must reach its module. With all connected, the same again with %v workers.\n\n",
-		cfg.throughputWarmup, cfg.patchWorkers)
+		cp.Creates.Modules, cp.Creates.Devices, s.Levels)
+	p("  reads the emulator's VmRSS (after %.0f s) and times %d one-at-a-time patches from the PATCH request to the PUBLISH\n", s.SettleSeconds, s.Probes)
+	p("  read by the module. At each step with at least %d modules, %d workers then PATCH the connected modules' twins\n", s.LevelWorkers, s.LevelWorkers)
+	p("  (each worker its own modules, round robin, one request at a time on its own keep-alive connection) for %.0f s\n", s.SustainSeconds)
+	p("  after a %.0f s warm-up; every patch sent must reach its module. With all connected, the same again with %v workers.\n\n",
+		s.SustainWarmupSecs, s.PatchWorkers)
 
 	p("## Cold runs\n\n")
 	p("| Command | Side | Median | p90 | Min | Max | CPU (median) | Peak RSS (median) |\n|---|---|---|---|---|---|---|---|\n")

@@ -28,6 +28,15 @@ type Setup struct {
 	Warmup      int               `json:"coldWarmup"`
 	Patches     int               `json:"patches"`
 	IdleSeconds float64           `json:"idleSeconds"`
+
+	LatencyWarmup     int     `json:"latencyWarmup"`
+	Levels            []int   `json:"levels"`
+	LevelWorkers      int     `json:"levelWorkers"`
+	PatchWorkers      []int   `json:"patchWorkers"`
+	Probes            int     `json:"probes"`
+	SettleSeconds     float64 `json:"settleSeconds"`
+	SustainSeconds    float64 `json:"sustainSeconds"`
+	SustainWarmupSecs float64 `json:"sustainWarmupSeconds"`
 }
 
 func describeSetup(ctx context.Context, cfg config, work string) (Setup, error) {
@@ -40,6 +49,15 @@ func describeSetup(ctx context.Context, cfg config, work string) (Setup, error) 
 		Patches:     cfg.patches,
 		IdleSeconds: cfg.idle.Seconds(),
 		NodeSDKs:    map[string]string{},
+
+		LatencyWarmup:     cfg.latencyWarmup,
+		Levels:            cfg.levels,
+		LevelWorkers:      cfg.levelWorkers,
+		PatchWorkers:      cfg.patchWorkers,
+		Probes:            cfg.probes,
+		SettleSeconds:     cfg.settle.Seconds(),
+		SustainSeconds:    cfg.throughputTime.Seconds(),
+		SustainWarmupSecs: cfg.throughputWarmup.Seconds(),
 	}
 	s.CPU = cpuModel()
 	var si syscall.Sysinfo_t
