@@ -63,6 +63,9 @@ type Results struct {
 	// ("start"), when each phase began, and at the end: anything above
 	// what the phase itself explains is other work on the machine.
 	LoadAverage map[string]float64 `json:"loadAverage"`
+	// ReferenceMS is how long a fixed CPU task took at the same moments:
+	// the machine's speed, which varies on a shared host.
+	ReferenceMS map[string]float64 `json:"referenceTaskMs"`
 	Targets     []Target           `json:"targets"`
 }
 
@@ -154,7 +157,12 @@ func run(ctx context.Context, cfg config) error {
 	defer os.RemoveAll(work)
 	dataDir := filepath.Join(work, "hub")
 
-	res := Results{LoadAverage: map[string]float64{"start": loadAverage()}}
+	res := Results{LoadAverage: map[string]float64{}, ReferenceMS: map[string]float64{}}
+	mark := func(moment string) {
+		res.LoadAverage[moment] = loadAverage()
+		res.ReferenceMS[moment] = round3(ms(referenceTask()))
+	}
+	mark("start")
 	if res.Setup, err = describeSetup(ctx, cfg, work); err != nil {
 		return err
 	}
@@ -181,18 +189,18 @@ func run(ctx context.Context, cfg config) error {
 	defer r.Close()
 
 	if cfg.phases["clients"] {
-		res.LoadAverage["clients"] = loadAverage()
+		mark("clients")
 		if res.Clients, err = runClients(ctx, cfg, em, env, r, work); err != nil {
 			return err
 		}
 	}
 	if cfg.phases["capacity"] {
-		res.LoadAverage["capacity"] = loadAverage()
+		mark("capacity")
 		if res.Capacity, err = runCapacity(ctx, cfg, em); err != nil {
 			return err
 		}
 	}
-	res.LoadAverage["end"] = loadAverage()
+	mark("end")
 	res.Targets = evaluate(res)
 	return writeOutputs(cfg, res)
 }

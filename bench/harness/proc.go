@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -190,4 +191,18 @@ func loadAverage() float64 {
 	}
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
+}
+
+// referenceTask times a fixed single-threaded CPU task (SHA-256 over
+// 256 MiB): on a shared or virtual machine it shows how fast the CPU was
+// at that moment, so that runs can be compared.
+func referenceTask() time.Duration {
+	block := make([]byte, 1<<20)
+	h := sha256.New()
+	start := time.Now()
+	for range 256 {
+		h.Write(block)
+	}
+	h.Sum(nil)
+	return time.Since(start)
 }

@@ -158,6 +158,9 @@ func renderReport(res Results, analysis string) string {
 	p("- One-minute load average at the start %.2f, when the client phase began %.2f, when the capacity phase began %.2f,\n",
 		res.LoadAverage["start"], res.LoadAverage["clients"], res.LoadAverage["capacity"])
 	p("  at the end %.2f (the Go benchmarks run just before the start; other work on the machine would show here too).\n", res.LoadAverage["end"])
+	p("  A fixed single-threaded task (SHA-256 over 256 MiB) took %.0f, %.0f, %.0f and %.0f ms at those moments: the machine's\n",
+		res.ReferenceMS["start"], res.ReferenceMS["clients"], res.ReferenceMS["capacity"], res.ReferenceMS["end"])
+	p("  speed, against which runs on this shared virtual machine can be compared.\n")
 	p("- Ours: %s, commands built by `make build` (`-trimpath`). Peers: Node.js %s with", s.Go, s.Node)
 	p(" azure-iothub %s, azure-iot-device %s, azure-iot-device-mqtt %s (pinned in `bench/node/package-lock.json`).\n",
 		s.NodeSDKs["azure-iothub"], s.NodeSDKs["azure-iot-device"], s.NodeSDKs["azure-iot-device-mqtt"])
