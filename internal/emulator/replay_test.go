@@ -37,7 +37,7 @@ var (
 // TestReplayRecordings sends the requests of real hub sessions to the
 // emulator and compares statuses, headers and response bodies.
 func TestReplayRecordings(t *testing.T) {
-	files, err := filepath.Glob("testdata/recordings/*.json")
+	files, err := filepath.Glob("../../testdata/recordings/*.json")
 	if err != nil {
 		t.Fatal(err)
 	}

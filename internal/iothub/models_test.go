@@ -13,7 +13,7 @@ import (
 
 func readJSON(t *testing.T, name string, v any) []byte {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
+	b, err := os.ReadFile("../../testdata/models/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
