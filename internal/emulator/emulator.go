@@ -18,6 +18,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/certs"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
@@ -42,6 +43,9 @@ type Config struct {
 	DataDir   string // "" = DefaultDataDir(); ignored with InMemory
 	InMemory  bool   // keep nothing: a temporary directory removed on Close
 	Logger    *slog.Logger
+	// Faults, when set, perturbs chosen operations (see package faults);
+	// nil answers as a real hub.
+	Faults faults.Hook
 }
 
 // Emulator is a running local IoT Hub.
@@ -119,7 +123,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		return nil, err
 	}
 	e.mux = http.NewServeMux()
-	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest")})
+	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults})
 	mqttAddr := cfg.MQTTAddr
 	if mqttAddr == "" {
 		mqttAddr = defaultMQTTAddr
@@ -129,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		Addr:      mqttAddr,
 		TLSConfig: e.tlsConf,
 		Logger:    e.log.With("component", "mqtt"),
+		Faults:    cfg.Faults,
 	}); err != nil {
 		return nil, err
 	}
@@ -233,6 +238,13 @@ func (e *Emulator) CAFile() string { return e.material.CAFile }
 
 // Hub returns the hub core.
 func (e *Emulator) Hub() *hub.Hub { return e.hub }
+
+// Disconnect closes the MQTT connection of a device (moduleID "") or
+// module, as a network failure would, and returns once the hub shows it
+// disconnected or ctx ends. It reports whether it was connected.
+func (e *Emulator) Disconnect(ctx context.Context, deviceID, moduleID string) bool {
+	return e.mqtt.Disconnect(ctx, hub.IdentityRef{DeviceID: deviceID, ModuleID: moduleID})
+}
 
 // Close stops serving, waits for requests in flight (up to a few
 // seconds), and releases the store and any temporary directory.

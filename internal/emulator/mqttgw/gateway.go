@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 )
 
@@ -38,17 +39,22 @@ type Config struct {
 	// Logger receives connection events. Passwords and tokens are never
 	// logged. Nil discards.
 	Logger *slog.Logger
+	// Faults, when set, is consulted once per connection, subscription,
+	// twin request and desired push (see package faults).
+	Faults faults.Hook
 }
 
 // Gateway serves IoT Hub's device-side MQTT dialect on an embedded broker:
 // MQTT 3.1.1 over TLS on its own listener, and over WebSockets through
 // ServeHTTP.
 type Gateway struct {
-	hub Hub
-	log *slog.Logger
-	srv *mqtt.Server
-	tls *tlsListener
-	ws  *wsListener
+	hub    Hub
+	log    *slog.Logger
+	faults faults.Hook
+	closed chan struct{} // closed by Close: stalled operations give up
+	srv    *mqtt.Server
+	tls    *tlsListener
+	ws     *wsListener
 
 	cancelEvents func()
 	closeOnce    sync.Once
@@ -67,10 +73,11 @@ type Gateway struct {
 type conn struct {
 	cl     *mqtt.Client
 	id     hub.IdentityRef
-	prefix string       // internalPrefix of the client ID
-	expiry *time.Timer  // closes the connection when its token expires
-	live   atomic.Bool  // still the identity's current connection
-	active atomic.Int64 // unix second of the last activity given to the hub
+	prefix string        // internalPrefix of the client ID
+	expiry *time.Timer   // closes the connection when its token expires
+	gone   chan struct{} // closed once the gateway has forgotten it
+	live   atomic.Bool   // still the identity's current connection
+	active atomic.Int64  // unix second of the last activity given to the hub
 
 	// Desired patches committed after the connection became live but
 	// before its CONNACK went out wait here: the broker moves a taken-over
@@ -123,9 +130,11 @@ func Start(cfg Config) (*Gateway, error) {
 	}
 
 	g := &Gateway{
-		hub:  cfg.Hub,
-		log:  log,
-		seed: maphash.MakeSeed(),
+		hub:    cfg.Hub,
+		log:    log,
+		faults: cfg.Faults,
+		closed: make(chan struct{}),
+		seed:   maphash.MakeSeed(),
 	}
 	g.srv = mqtt.New(&mqtt.Options{
 		InlineClient:           true,
@@ -187,6 +196,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.ws.Serve
 // Close returns (disconnections are recorded in it).
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
+		close(g.closed)
 		g.cancelEvents()
 		_ = g.srv.Close()
 	})
@@ -261,6 +271,7 @@ func (g *Gateway) disconnected(nc net.Conn) (*conn, bool) {
 		return nil, false
 	}
 	c := v.(*conn)
+	defer close(c.gone)
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
@@ -323,6 +334,9 @@ func (g *Gateway) acknowledged(c *conn) {
 }
 
 func (g *Gateway) publishDesired(c *conn, p hub.DesiredPatch) {
+	if g.lostByPlan(p.Identity) {
+		return
+	}
 	topic := c.prefix + twinDesiredPrefix + strconv.FormatInt(p.Version, 10)
 	if err := g.srv.Publish(topic, p.Body, false, 1); err != nil {
 		g.log.Debug("desired patch not delivered", "identity", p.Identity.String(), "version", p.Version, "error", err)

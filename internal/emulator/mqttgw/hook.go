@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
@@ -68,6 +69,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // OnConnectAuthenticate checks the client ID, user name and SAS token. A
 // refusal makes the broker answer CONNACK 5 (not authorized).
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if !h.g.connectAllowedByPlan(cl, string(pk.Connect.Username)) {
+		return false
+	}
 	id, err := h.g.authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, pk.Connect.PasswordFlag)
 	if err != nil {
 		h.g.log.Info("refused MQTT connection", "client", cl.ID, "remote", cl.Net.Remote, "reason", err)
@@ -110,8 +114,8 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		cl.Stop(errors.New("SAS token no longer parses"))
 		return
 	}
-	c := &conn{cl: cl, id: id, prefix: internalPrefix(cl.ID)}
-	if !h.g.connected(c, tok.Expiry) {
+	c := &conn{cl: cl, id: id, prefix: internalPrefix(cl.ID), gone: make(chan struct{})}
+	if !h.g.connected(c, h.g.tokenExpiryByPlan(id, tok.Expiry)) {
 		return
 	}
 	h.g.log.Info("MQTT client connected", "identity", id.String(), "remote", cl.Net.Remote,
@@ -197,6 +201,7 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		case !allowedFilter(c.id, original):
 			h.g.log.Info("refused MQTT subscription: not an IoT Hub topic filter of this identity",
 				"identity", c.id.String(), "filter", original)
+		case h.g.subscriptionRefusedByPlan(c.id, original):
 		default:
 			internal := c.prefix + original
 			if _, ok := cl.State.Subscriptions.Get(internal); !ok && !holdsFilter(filters[:i], internal) {
@@ -250,9 +255,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	h.g.touch(c)
 	switch classifyPublish(c.id, pk.TopicName) {
 	case publishTwinGet:
-		h.g.twinGet(c, pk.TopicName)
+		h.g.twinRequest(c, faults.MQTTTwinGet, pk.TopicName, func() (int, string, []byte) { return h.g.twinGet(c) })
 	case publishTwinReported:
-		h.g.twinReported(c, pk.TopicName, pk.Payload)
+		h.g.twinRequest(c, faults.MQTTTwinReported, pk.TopicName, func() (int, string, []byte) { return h.g.twinReported(c, pk.Payload) })
 	case publishTelemetry:
 		h.g.log.Debug("dropped telemetry message", "identity", c.id.String(), "topic", pk.TopicName, "bytes", len(pk.Payload))
 	case publishMethodResult:
@@ -269,33 +274,39 @@ func (h *hook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet 
 	return pk
 }
 
-func (g *Gateway) twinGet(c *conn, topic string) {
+// twinRequest answers a twin request on topic with what serve returns:
+// status, extra topic properties and body.
+func (g *Gateway) twinRequest(c *conn, op faults.Op, topic string, serve func() (int, string, []byte)) {
 	rid, ok := requestID(topic)
 	if !ok {
 		g.respond(c, http.StatusBadRequest, "", "", errorBody(badRequest("the topic has no $rid")))
 		return
 	}
-	body, err := g.hub.TwinProperties(c.id)
-	if err != nil {
-		g.respond(c, hub.StatusOf(err), rid, "", errorBody(err))
-		return
+	if g.faults != nil {
+		if e, ok := g.faults.Inject(op, c.id.String()); ok {
+			g.perturbedTwinRequest(c, rid, e, serve)
+			return
+		}
 	}
-	g.respond(c, http.StatusOK, rid, "", body)
+	status, extra, body := serve()
+	g.respond(c, status, rid, extra, body)
 }
 
-func (g *Gateway) twinReported(c *conn, topic string, patch []byte) {
-	rid, ok := requestID(topic)
-	if !ok {
-		g.respond(c, http.StatusBadRequest, "", "", errorBody(badRequest("the topic has no $rid")))
-		return
+func (g *Gateway) twinGet(c *conn) (int, string, []byte) {
+	body, err := g.hub.TwinProperties(c.id)
+	if err != nil {
+		return hub.StatusOf(err), "", errorBody(err)
 	}
+	return http.StatusOK, "", body
+}
+
+func (g *Gateway) twinReported(c *conn, patch []byte) (int, string, []byte) {
 	version, err := g.hub.UpdateReported(c.id, patch)
 	if err != nil {
 		g.log.Debug("reported properties patch refused", "identity", c.id.String(), "error", err)
-		g.respond(c, hub.StatusOf(err), rid, "", errorBody(err))
-		return
+		return hub.StatusOf(err), "", errorBody(err)
 	}
-	g.respond(c, http.StatusNoContent, rid, "&$version="+strconv.FormatInt(version, 10), nil)
+	return http.StatusNoContent, "&$version=" + strconv.FormatInt(version, 10), nil
 }
 
 func badRequest(msg string) error {

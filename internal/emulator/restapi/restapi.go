@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
@@ -31,18 +32,20 @@ const HealthPath = "/health"
 type Options struct {
 	Logger *slog.Logger     // nil = discard
 	Now    func() time.Time // nil = time.Now
+	Faults faults.Hook      // nil = none: answer as a real hub
 }
 
 type api struct {
-	hub *hub.Hub
-	log *slog.Logger
-	now func() time.Time
+	hub    *hub.Hub
+	log    *slog.Logger
+	now    func() time.Time
+	faults faults.Hook
 }
 
 // Register mounts the service API on mux. Anything mux does not otherwise
 // route gets a 404 error body.
 func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
-	a := &api{hub: h, log: opts.Logger, now: opts.Now}
+	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -53,25 +56,25 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 		http.MethodGet: {public: true, run: a.health},
 	})
 	a.route(mux, "/devices", map[string]operation{
-		http.MethodGet: {need: hub.RegistryRead, run: a.listDevices},
+		http.MethodGet: {need: hub.RegistryRead, fault: faults.DeviceList, run: a.listDevices},
 	})
 	a.route(mux, "/devices/{id}", map[string]operation{
-		http.MethodGet:    {need: hub.RegistryRead, run: a.getDevice},
-		http.MethodPut:    {need: hub.RegistryWrite, run: a.putDevice},
-		http.MethodDelete: {need: hub.RegistryWrite, run: a.deleteDevice},
+		http.MethodGet:    {need: hub.RegistryRead, fault: faults.DeviceGet, run: a.getDevice},
+		http.MethodPut:    {need: hub.RegistryWrite, fault: faults.DevicePut, run: a.putDevice},
+		http.MethodDelete: {need: hub.RegistryWrite, fault: faults.DeviceDelete, run: a.deleteDevice},
 	})
 	a.route(mux, "/devices/{id}/modules", map[string]operation{
-		http.MethodGet: {need: hub.RegistryRead, run: a.listModules},
+		http.MethodGet: {need: hub.RegistryRead, fault: faults.ModuleList, run: a.listModules},
 	})
 	a.route(mux, "/devices/{id}/modules/{mid}", map[string]operation{
-		http.MethodGet:    {need: hub.RegistryRead, run: a.getModule},
-		http.MethodPut:    {need: hub.RegistryWrite, run: a.putModule},
-		http.MethodDelete: {need: hub.RegistryWrite, run: a.deleteModule},
+		http.MethodGet:    {need: hub.RegistryRead, fault: faults.ModuleGet, run: a.getModule},
+		http.MethodPut:    {need: hub.RegistryWrite, fault: faults.ModulePut, run: a.putModule},
+		http.MethodDelete: {need: hub.RegistryWrite, fault: faults.ModuleDelete, run: a.deleteModule},
 	})
 	twinOps := map[string]operation{
-		http.MethodGet:   {need: hub.ServiceConnect, run: a.getTwin},
-		http.MethodPatch: {need: hub.ServiceConnect, run: a.patchTwin},
-		http.MethodPut:   {need: hub.ServiceConnect, run: a.putTwin},
+		http.MethodGet:   {need: hub.ServiceConnect, fault: faults.TwinGet, run: a.getTwin},
+		http.MethodPatch: {need: hub.ServiceConnect, fault: faults.TwinPatch, run: a.patchTwin},
+		http.MethodPut:   {need: hub.ServiceConnect, fault: faults.TwinPut, run: a.putTwin},
 	}
 	a.route(mux, "/twins/{id}", twinOps)
 	a.route(mux, "/twins/{id}/modules/{mid}", twinOps)
@@ -84,6 +87,7 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 type operation struct {
 	need   hub.Rights
 	public bool
+	fault  faults.Op // the kind a fault plan knows it by
 	run    func(w http.ResponseWriter, r *http.Request) error
 }
 
@@ -104,6 +108,11 @@ func (a *api) route(mux *http.ServeMux, pattern string, ops map[string]operation
 		if !op.public {
 			if err := a.hub.AuthorizeService(r.Header.Get("Authorization"), op.need, a.now()); err != nil {
 				return err
+			}
+		}
+		if a.faults != nil && op.fault != "" {
+			if e, ok := a.faults.Inject(op.fault, r.URL.EscapedPath()); ok {
+				return a.perturbed(w, r, op, e)
 			}
 		}
 		return op.run(w, r)
