@@ -15,6 +15,8 @@
 //	write-env VAR FILE             write the value of VAR to FILE
 //	swap-key VAR KEY               set VAR to $IOTHUB_CONNECTION_STRING with its key replaced by KEY
 //	delete-module DEVICE MODULE    delete a module over the emulator's REST API
+//	mkfifo NAME                    make a named pipe
+//	fifo-hold NAME                 open a named pipe for writing (once a reader has it) and write nothing
 package e2e
 
 import (
@@ -88,6 +90,8 @@ func TestScripts(t *testing.T) {
 			"write-env":     cmdWriteEnv,
 			"swap-key":      cmdSwapKey,
 			"delete-module": cmdDeleteModule,
+			"mkfifo":        cmdMkfifo,
+			"fifo-hold":     cmdFifoHold,
 		},
 	})
 }

@@ -50,7 +50,7 @@ func newTestCmd(env *Env, runErr error) *cobra.Command {
 		Long: "A tool.\n\n" + ExitStatusHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cs, err := c.ConnectionString(env)
+			cs, err := c.ConnectionString(cmd.Context(), env)
 			if err != nil {
 				return err
 			}

@@ -2,16 +2,18 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
 )
 
 // Environment variables the tools read.
@@ -113,9 +115,9 @@ func (c *Common) CAFilePath(env *Env) string {
 // ConnectionString reads the connection string from --connection-string-file
 // (or stdin for "-"), else from the environment variable, parses it and
 // checks it is of the kind the command needs. Every error is a usage error
-// (exit 2); none contains the key.
-func (c *Common) ConnectionString(env *Env) (connstr.ConnectionString, error) {
-	raw, source, err := c.readConnectionString(env)
+// (exit 2; Run reports an interrupted read as such); none contains the key.
+func (c *Common) ConnectionString(ctx context.Context, env *Env) (connstr.ConnectionString, error) {
+	raw, source, err := c.readConnectionString(ctx, env)
 	if err != nil {
 		return connstr.ConnectionString{}, Usage(err)
 	}
@@ -132,35 +134,46 @@ func (c *Common) ConnectionString(env *Env) (connstr.ConnectionString, error) {
 	return cs, nil
 }
 
-func (c *Common) readConnectionString(env *Env) (raw, source string, err error) {
-	switch c.ConnectionStringFile {
-	case "":
+func (c *Common) readConnectionString(ctx context.Context, env *Env) (raw, source string, err error) {
+	if c.ConnectionStringFile == "" {
 		raw = env.Getenv(c.envVar)
 		if strings.TrimSpace(raw) == "" {
 			return "", "", WithHint(errors.New("no connection string"),
 				fmt.Sprintf("set %s or pass --%s PATH (- reads stdin); %s", c.envVar, flagConnectionStringFile, kindHint(c.want)))
 		}
-		return raw, c.envVar, nil
-	case "-":
-		b, err := io.ReadAll(io.LimitReader(env.Stdin, 64<<10))
-		if err != nil {
-			return "", "", fmt.Errorf("read connection string from stdin: %w", err)
+		if len(raw) > MaxSecretInput {
+			return "", "", fmt.Errorf("connection string from %s is larger than %s, the most this tool reads", c.envVar, FormatBytes(MaxSecretInput))
 		}
-		if strings.TrimSpace(string(b)) == "" {
+		return raw, c.envVar, nil
+	}
+	in := Input{Path: c.ConnectionStringFile, What: "connection string", Limit: MaxSecretInput}
+	b, err := ReadInput(ctx, env, in)
+	if err != nil {
+		return "", "", err
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		if in.Path == "-" {
 			return "", "", errors.New("no connection string on stdin")
 		}
-		return string(b), "stdin", nil
-	default:
-		b, err := os.ReadFile(c.ConnectionStringFile)
-		if err != nil {
-			// The *PathError names the file and the cause, never the content.
-			return "", "", fmt.Errorf("read connection string: %w", err)
-		}
-		if strings.TrimSpace(string(b)) == "" {
-			return "", "", fmt.Errorf("connection string file %s is empty", c.ConnectionStringFile)
-		}
-		return string(b), c.ConnectionStringFile, nil
+		return "", "", fmt.Errorf("connection string file %s is empty", in.Path)
 	}
+	return string(b), in.Source(), nil
+}
+
+// TLSConfig returns the TLS configuration for the hub: the system roots
+// plus the CA file of --ca-file or $IOTHUB_CA_FILE, read with the same
+// bounds and signal handling as every other input.
+func (c *Common) TLSConfig(ctx context.Context, env *Env) (*tls.Config, error) {
+	path := c.CAFilePath(env)
+	if path == "" {
+		return hubtls.ConfigPEM("", nil)
+	}
+	data, err := ReadInput(ctx, env, Input{Path: path, What: "CA file", Limit: hubtls.MaxCAFileBytes})
+	if err != nil {
+		return nil, Usage(err)
+	}
+	cfg, err := hubtls.ConfigPEM(path, data)
+	return cfg, Usage(err)
 }
 
 func kindPhrase(k connstr.Kind) string {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -28,9 +29,26 @@ func CAFile(flagValue string, getenv func(string) string) string {
 	return getenv(EnvCAFile)
 }
 
+// MaxCAFileBytes bounds a CA file: system bundles of every public root are
+// a few hundred kilobytes.
+const MaxCAFileBytes = 4 << 20
+
 // Config trusts the system roots plus, when caFile != "", the PEM
 // certificates in caFile. It requires TLS 1.2 or later.
 func Config(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return ConfigPEM("", nil)
+	}
+	data, err := readCAFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return ConfigPEM(caFile, data)
+}
+
+// ConfigPEM is Config for a CA file already read: data holds the PEM
+// certificates of the file named caFile ("" for none).
+func ConfigPEM(caFile string, data []byte) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile == "" {
 		return cfg, nil // nil RootCAs means the system roots
@@ -41,7 +59,7 @@ func Config(caFile string) (*tls.Config, error) {
 		// (narrower) trust store.
 		pool = x509.NewCertPool()
 	}
-	certs, err := readCerts(caFile)
+	certs, err := parseCerts(caFile, data)
 	if err != nil {
 		return nil, err
 	}
@@ -52,13 +70,26 @@ func Config(caFile string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// readCerts parses every CERTIFICATE block in a PEM file. Other block
-// types are skipped; a certificate block that does not parse is an error.
-func readCerts(caFile string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(caFile)
+// readCAFile reads a CA file of at most MaxCAFileBytes.
+func readCAFile(caFile string) ([]byte, error) {
+	f, err := os.Open(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file %q: %w", caFile, err)
 	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxCAFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read CA file %q: %w", caFile, err)
+	}
+	if len(data) > MaxCAFileBytes {
+		return nil, fmt.Errorf("CA file %q is larger than %d MiB, the most a CA file may be", caFile, MaxCAFileBytes>>20)
+	}
+	return data, nil
+}
+
+// parseCerts parses every CERTIFICATE block in a PEM file. Other block
+// types are skipped; a certificate block that does not parse is an error.
+func parseCerts(caFile string, data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for n := 1; ; n++ {
 		var block *pem.Block

@@ -142,7 +142,7 @@ func resultWord(created bool) string {
 
 // Run ensures both identities exist and prints them.
 func Run(ctx context.Context, o *Options) error {
-	client, cs, err := servicecmd.NewClient(o.Env, &o.Common)
+	client, cs, err := servicecmd.NewClient(ctx, o.Env, &o.Common)
 	if err != nil {
 		return err
 	}

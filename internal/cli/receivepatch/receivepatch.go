@@ -19,7 +19,6 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
-	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
 	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 	"github.com/moduletwin/iothub-module-twin/internal/twinclient"
 )
@@ -176,7 +175,7 @@ func (o *Options) validate(cmd *cobra.Command) error {
 // Run connects and prints events until interrupted, --count is reached,
 // --timeout passes, or the hub refuses the connection.
 func Run(ctx context.Context, o *Options) error {
-	cs, err := o.Common.ConnectionString(o.Env)
+	cs, err := o.Common.ConnectionString(ctx, o.Env)
 	if err != nil {
 		return err
 	}
@@ -185,9 +184,9 @@ func Run(ctx context.Context, o *Options) error {
 			errors.New("the connection string is a service (shared access policy) one; this command connects as a module"),
 			"a module connection string looks like HostName=<hub>.azure-devices.net;DeviceId=<device>;ModuleId=<module>;SharedAccessKey=<key> (create-module prints one)"))
 	}
-	tlsConfig, err := hubtls.Config(o.Common.CAFilePath(o.Env))
+	tlsConfig, err := o.Common.TLSConfig(ctx, o.Env)
 	if err != nil {
-		return cli.Usage(err)
+		return err
 	}
 
 	stderr := &syncio.Writer{W: o.Env.Stderr} // the client's goroutines write status lines too

@@ -5,6 +5,7 @@
 package servicecmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -61,16 +62,16 @@ const (
 // NewClient reads the service connection string and CA file from the common
 // flags (or their environment fallbacks) and returns a registry client for
 // the hub. Configuration errors are usage errors.
-func NewClient(env *cli.Env, common *cli.Common) (*registry.Client, connstr.ConnectionString, error) {
-	cs, err := common.ConnectionString(env)
+func NewClient(ctx context.Context, env *cli.Env, common *cli.Common) (*registry.Client, connstr.ConnectionString, error) {
+	cs, err := common.ConnectionString(ctx, env)
 	if err != nil {
 		return nil, connstr.ConnectionString{}, err
 	}
 	opts := registry.ClientOptions{ClientOptions: env.ClientOptions}
 	if opts.Transport == nil {
-		tlsConfig, err := hubtls.Config(common.CAFilePath(env))
+		tlsConfig, err := common.TLSConfig(ctx, env)
 		if err != nil {
-			return nil, connstr.ConnectionString{}, cli.Usage(err)
+			return nil, connstr.ConnectionString{}, err
 		}
 		opts.Transport = hubtls.HTTPClient(tlsConfig)
 	}

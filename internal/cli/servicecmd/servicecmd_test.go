@@ -89,7 +89,7 @@ func TestExplainHubResponses(t *testing.T) {
 			if tt.failure != nil {
 				hub.Fail(*tt.failure)
 			}
-			client, cs, err := servicecmd.NewClient(newEnv(hub.Env()), common())
+			client, cs, err := servicecmd.NewClient(context.Background(), newEnv(hub.Env()), common())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +142,7 @@ func TestNewClientConfigErrorsAreUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := servicecmd.NewClient(newEnv(tt.vars), common())
+			_, _, err := servicecmd.NewClient(context.Background(), newEnv(tt.vars), common())
 			var ue *cli.UsageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("NewClient() error = %v, want a usage error", err)
@@ -153,7 +153,7 @@ func TestNewClientConfigErrorsAreUsage(t *testing.T) {
 		})
 	}
 	// The configured client reaches the hub through the CA file.
-	client, _, err := servicecmd.NewClient(newEnv(hub.Env()), common())
+	client, _, err := servicecmd.NewClient(context.Background(), newEnv(hub.Env()), common())
 	if err != nil {
 		t.Fatal(err)
 	}

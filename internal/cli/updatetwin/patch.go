@@ -2,19 +2,21 @@ package updatetwin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
+	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
-// maxInputBytes bounds what --desired/--tags read from a file or stdin;
-// the hub's own limits are far smaller.
-const maxInputBytes = 1 << 20
+// MaxDocInput bounds what --desired and --tags read from a file or stdin:
+// twice the hub's largest twin section (32 KB of desired properties), which
+// leaves room for indentation and still refuses a wrong file at once.
+const MaxDocInput = 64 << 10
 
 // docBuilder assembles one twin section (desired or tags) from a whole
 // document flag and path=value flags.
@@ -33,13 +35,13 @@ var (
 // build returns the section's patch, or nil when neither flag was given.
 // readOnly lists the top-level members the hub maintains ($metadata,
 // $version); they are dropped and reported in dropped.
-func (b docBuilder) build(doc string, sets []string, stdin io.Reader) (patch map[string]json.RawMessage, dropped []string, err error) {
+func (b docBuilder) build(ctx context.Context, env *cli.Env, doc string, sets []string) (patch map[string]json.RawMessage, dropped []string, err error) {
 	if doc == "" && len(sets) == 0 {
 		return nil, nil, nil
 	}
 	tree := map[string]any{}
 	if doc != "" {
-		if tree, err = b.read(doc, stdin); err != nil {
+		if tree, err = b.read(ctx, env, doc); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -67,28 +69,20 @@ func (b docBuilder) build(doc string, sets []string, stdin io.Reader) (patch map
 }
 
 // read parses the document flag: inline JSON, @FILE or - (stdin).
-func (b docBuilder) read(value string, stdin io.Reader) (map[string]any, error) {
+func (b docBuilder) read(ctx context.Context, env *cli.Env, value string) (map[string]any, error) {
 	source := b.docFlag
-	var data []byte
-	switch {
-	case value == "-":
+	data := []byte(value)
+	if value == "-" || strings.HasPrefix(value, "@") {
+		in := cli.Input{Path: "-", What: b.docFlag, Limit: MaxDocInput}
 		source += " -"
+		if value != "-" {
+			in.Path = value[1:]
+			source = b.docFlag + " " + value
+		}
 		var err error
-		if data, err = io.ReadAll(io.LimitReader(stdin, maxInputBytes)); err != nil {
-			return nil, fmt.Errorf("%s: read stdin: %w", source, err)
+		if data, err = cli.ReadInput(ctx, env, in); err != nil {
+			return nil, err
 		}
-	case strings.HasPrefix(value, "@"):
-		source += " " + value
-		f, err := os.Open(value[1:])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.docFlag, err)
-		}
-		defer f.Close()
-		if data, err = io.ReadAll(io.LimitReader(f, maxInputBytes)); err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
-		}
-	default:
-		data = []byte(value)
 	}
 	v, err := decodeJSON(data)
 	if err != nil {

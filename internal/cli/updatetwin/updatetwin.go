@@ -99,7 +99,7 @@ taken from $` + cli.EnvConnectionString + ` or --connection-string-file.
   echo '{"telemetryInterval":60}' | update-module-twin --desired - --etag AAAAAAAAAAI=`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.prepare(); err != nil {
+			if err := opts.prepare(cmd.Context()); err != nil {
 				return err
 			}
 			if runF != nil {
@@ -125,7 +125,7 @@ taken from $` + cli.EnvConnectionString + ` or --connection-string-file.
 
 // prepare validates the flags and builds the patches; every error is a
 // usage error and nothing has been sent yet.
-func (o *Options) prepare() error {
+func (o *Options) prepare(ctx context.Context) error {
 	if err := o.ModuleFlags.Validate(); err != nil {
 		return err
 	}
@@ -150,13 +150,13 @@ func (o *Options) prepare() error {
 
 	var err error
 	var dropped []string
-	if o.desiredPatch, dropped, err = desiredDoc.build(o.Desired, o.Sets, o.Env.Stdin); err != nil {
+	if o.desiredPatch, dropped, err = desiredDoc.build(ctx, o.Env, o.Desired, o.Sets); err != nil {
 		return cli.Usage(err)
 	}
 	for _, k := range dropped {
 		fmt.Fprintf(o.Env.Stderr, "note: ignoring %q in --desired: the hub maintains it\n", k)
 	}
-	if o.tagsPatch, dropped, err = tagsDoc.build(o.Tags, o.SetTags, o.Env.Stdin); err != nil {
+	if o.tagsPatch, dropped, err = tagsDoc.build(ctx, o.Env, o.Tags, o.SetTags); err != nil {
 		return cli.Usage(err)
 	}
 	for _, k := range dropped {
@@ -182,7 +182,7 @@ type Report struct {
 
 // Run reads the twin, writes the update and prints the result.
 func Run(ctx context.Context, o *Options) error {
-	client, cs, err := servicecmd.NewClient(o.Env, &o.Common)
+	client, cs, err := servicecmd.NewClient(ctx, o.Env, &o.Common)
 	if err != nil {
 		return err
 	}
