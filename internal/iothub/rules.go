@@ -25,11 +25,15 @@ const (
 )
 
 // ValidateID checks a device or module ID against the hub's rules: 1 to 128
-// ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '. what names
-// the ID in the error ("device ID", "module ID").
+// ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ ', and not
+// "." or "..", which in a request path would name another resource. what
+// names the ID in the error ("device ID", "module ID").
 func ValidateID(what, id string) error {
 	if id == "" {
 		return fmt.Errorf("%s is empty", what)
+	}
+	if id == "." || id == ".." {
+		return fmt.Errorf(`%s %q is not allowed ("." and ".." would address another resource on the hub)`, what, id)
 	}
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("%s is %d characters long (at most %d)", what, len(id), MaxIDLength)

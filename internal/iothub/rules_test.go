@@ -47,6 +47,8 @@ func TestValidateIDErrors(t *testing.T) {
 		{"device ID", "my device", `device ID "my device" has character ' ' at position 3 (allowed: ASCII letters, digits and -:.+%_#*?!(),=@;$')`},
 		{"device ID", "a/b", `device ID "a/b" has character '/' at position 2`},
 		{"module ID", "modé", `module ID "modé" has character 'é' at position 4`},
+		{"device ID", ".", `device ID "." is not allowed ("." and ".." would address another resource on the hub)`},
+		{"module ID", "..", `module ID ".." is not allowed`},
 	}
 	for _, tt := range tests {
 		err := ValidateID(tt.what, tt.id)
@@ -56,6 +58,11 @@ func TestValidateIDErrors(t *testing.T) {
 	}
 	if err := ValidateID("device ID", strings.Repeat("d", 128)); err != nil {
 		t.Errorf("a 128-character ID: %v", err)
+	}
+	for _, id := range []string{"...", ".a", "a..", "%2E%2E"} {
+		if err := ValidateID("device ID", id); err != nil {
+			t.Errorf("ValidateID(%q) = %v, want ok", id, err)
+		}
 	}
 }
 
