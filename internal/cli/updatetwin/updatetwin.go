@@ -23,13 +23,8 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
 )
 
-const (
-	// maxConflictRetries is how many times a write that lost a race (412)
-	// is retried against a fresh read.
-	maxConflictRetries = 3
-	// defaultPollInterval spaces the twin reads of --wait-ack.
-	defaultPollInterval = 500 * time.Millisecond
-)
+// defaultPollInterval spaces the twin reads of --wait-ack.
+const defaultPollInterval = 500 * time.Millisecond
 
 // Options are the command's dependencies and flag values.
 type Options struct {
@@ -45,6 +40,9 @@ type Options struct {
 	Force   bool
 	Replace bool
 	WaitAck time.Duration
+	// RetryTimeout bounds the time spent retrying writes that lost a race
+	// with another writer (412); 0 means no retry.
+	RetryTimeout time.Duration
 
 	// PollInterval spaces the twin reads while waiting for
 	// acknowledgements (defaultPollInterval when zero).
@@ -76,7 +74,9 @@ member. Everything given is merged into one patch and checked against IoT
 Hub's rules before it is sent.
 
 By default the patch is sent with the etag just read (If-Match), and if the
-twin changed in between (412) it is read again and the patch retried. With
+twin changed in between (412) it is read again and the patch retried after a
+short random pause that doubles with each retry (50 ms at first, at most
+2 s), for up to --retry-timeout (default 1m) in all. With
 --etag the write succeeds only if the twin still has that etag. With --force
 it succeeds whatever the twin's version. --replace replaces all desired
 properties instead of merging (tags are still merged).
@@ -118,6 +118,8 @@ taken from $` + cli.EnvConnectionString + ` or --connection-string-file.
 	f.BoolVar(&opts.Force, "force", false, "update whatever the twin's current version (If-Match: *)")
 	f.BoolVar(&opts.Replace, "replace", false, "replace all desired properties instead of merging")
 	f.DurationVar(&opts.WaitAck, "wait-ack", 0, "after updating, wait up to `DURATION` (e.g. 30s) for the module to acknowledge")
+	f.DurationVar(&opts.RetryTimeout, "retry-timeout", defaultRetryTimeout,
+		"keep retrying for up to `DURATION` when another writer changes the twin between read and write (0: no retry)")
 	cmd.MarkFlagsMutuallyExclusive("etag", "force")
 	cli.AddCommonFlags(cmd, &opts.Common, connstr.Service, cli.EnvConnectionString)
 	return cmd
@@ -143,6 +145,9 @@ func (o *Options) prepare(ctx context.Context) error {
 	}
 	if o.WaitAck < 0 {
 		return cli.Usagef("--wait-ack: duration must be positive")
+	}
+	if o.RetryTimeout < 0 {
+		return cli.Usagef("--retry-timeout: duration must not be negative")
 	}
 	if o.Replace && o.Desired == "" && len(o.Sets) == 0 {
 		return cli.Usagef("--replace needs the new desired properties (--desired or --set)")
@@ -195,6 +200,9 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("read %s: %w", name, target.Explain(err))
 	}
 	var after iothub.Twin
+	started := time.Now()
+	deadline := started.Add(o.RetryTimeout)
+	var pauses backoff
 	for attempt := 1; ; attempt++ {
 		etag := before.ETag
 		switch {
@@ -215,11 +223,18 @@ func Run(ctx context.Context, o *Options) error {
 				fmt.Errorf("update %s: the twin changed: its etag is no longer %s (it was %s when read)", name, o.ETag, before.ETag),
 				"run again without --etag to update the current version, or with --force to overwrite whatever is there")
 		}
-		if attempt > maxConflictRetries {
-			return fmt.Errorf("update %s: the twin kept changing while it was updated; gave up after %d attempts", name, attempt)
+		pause := pauses.next()
+		if time.Now().Add(pause).After(deadline) {
+			return cli.WithHint(
+				fmt.Errorf("update %s: the twin kept changing while it was updated; gave up after %d %s in %s (--retry-timeout %s)",
+					name, attempt, plural(attempt, "attempt", "attempts"), time.Since(started).Round(time.Millisecond), o.RetryTimeout),
+				"other writers keep changing this twin; run again, or allow more time with --retry-timeout")
 		}
-		fmt.Fprintf(o.Env.Stderr, "note: the twin changed after it was read (412 Precondition Failed); reading it again and retrying (%d of %d)\n",
-			attempt, maxConflictRetries)
+		fmt.Fprintf(o.Env.Stderr, "note: the twin changed after it was read (412 Precondition Failed); reading it again and retrying in %s (retry %d)\n",
+			pause.Round(time.Millisecond), attempt)
+		if !sleep(ctx, pause) {
+			return ctx.Err()
+		}
 		if before, err = client.GetModuleTwin(ctx, o.DeviceID, o.ModuleID); err != nil {
 			return fmt.Errorf("read %s again: %w", name, target.Explain(err))
 		}
@@ -300,4 +315,11 @@ func printAcks(w io.Writer, acks map[string]json.RawMessage, version int64) {
 	for _, k := range slices.Sorted(maps.Keys(acks)) {
 		fmt.Fprintf(w, "  %s: %s\n", k, cli.CompactJSON(acks[k]))
 	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
