@@ -18,11 +18,14 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/certs"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/eventapi"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
 )
 
 // Defaults for a Config's empty fields.
@@ -46,6 +49,12 @@ type Config struct {
 	// Faults, when set, perturbs chosen operations (see package faults);
 	// nil answers as a real hub.
 	Faults faults.Hook
+	// TelemetryBuffer is how many device-to-cloud messages are kept in
+	// memory (the oldest go first); 0 = telemetry.DefaultCapacity.
+	TelemetryBuffer int
+	// EventBuffer is how many events wait for each slow reader of an event
+	// stream before they are dropped and counted; 0 = 4096.
+	EventBuffer int
 }
 
 // Emulator is a running local IoT Hub.
@@ -66,6 +75,10 @@ type Emulator struct {
 	served   chan struct{} // closed when the HTTPS server has stopped
 	mqtt     *mqttgw.Gateway
 	mqttAddr string
+	bus      *events.Bus
+	messages *telemetry.Buffer
+	stopHub  func()        // ends the hub's feed to the bus
+	closing  chan struct{} // closed by Close: ends event streams
 
 	closeOnce sync.Once
 	closeErr  error
@@ -81,7 +94,8 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	if cfg.HostName == "" {
 		cfg.HostName = DefaultHostName
 	}
-	e := &Emulator{cfg: cfg, log: cfg.Logger, served: make(chan struct{})}
+	e := &Emulator{cfg: cfg, log: cfg.Logger, served: make(chan struct{}), closing: make(chan struct{}),
+		bus: events.NewBus(), messages: telemetry.NewBuffer(cfg.TelemetryBuffer, 0)}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -122,8 +136,10 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.stopHub = e.hub.Subscribe(hubEvents(e.bus))
 	e.mux = http.NewServeMux()
-	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults})
+	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults, Events: e.bus})
+	e.mux.Handle(eventapi.Path, &eventapi.Handler{Hub: e.hub, Bus: e.bus, Done: e.closing, Buffer: cfg.EventBuffer})
 	mqttAddr := cfg.MQTTAddr
 	if mqttAddr == "" {
 		mqttAddr = defaultMQTTAddr
@@ -134,6 +150,8 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		TLSConfig: e.tlsConf,
 		Logger:    e.log.With("component", "mqtt"),
 		Faults:    cfg.Faults,
+		Events:    e.bus,
+		Messages:  e.messages,
 	}); err != nil {
 		return nil, err
 	}
@@ -246,10 +264,18 @@ func (e *Emulator) Disconnect(ctx context.Context, deviceID, moduleID string) bo
 	return e.mqtt.Disconnect(ctx, hub.IdentityRef{DeviceID: deviceID, ModuleID: moduleID})
 }
 
+// Events returns the hub's event stream: publish what the hub does to
+// it, subscribe to read it.
+func (e *Emulator) Events() *events.Bus { return e.bus }
+
+// Messages returns the device-to-cloud messages kept in memory.
+func (e *Emulator) Messages() *telemetry.Buffer { return e.messages }
+
 // Close stops serving, waits for requests in flight (up to a few
 // seconds), and releases the store and any temporary directory.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
+		close(e.closing)
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		if err := e.https.Shutdown(ctx); err != nil {
@@ -270,6 +296,9 @@ func (e *Emulator) release() error {
 	}
 	if e.httpsLn != nil && !e.serving {
 		e.httpsLn.Close()
+	}
+	if e.stopHub != nil {
+		e.stopHub()
 	}
 	if e.hub != nil {
 		errs = append(errs, e.hub.Close())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/buildinfo"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
 )
 
 // Fixed defaults, so that printed settings stay the same between runs.
@@ -34,6 +35,7 @@ type options struct {
 	dataDir   string
 	inMemory  bool
 	logLevel  string
+	telemetry int
 }
 
 const long = `iothub-emulator runs a local IoT Hub: the identity registry and twins over
@@ -117,6 +119,9 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 			if cmd.Flags().Changed("data-dir") && o.inMemory {
 				return usagef("--data-dir and --in-memory cannot be used together")
 			}
+			if o.telemetry < 1 {
+				return usagef("--telemetry-buffer %d: must be at least 1", o.telemetry)
+			}
 			level, err := parseLevel(o.logLevel)
 			if err != nil {
 				return err
@@ -131,6 +136,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", defaultDir, "directory that keeps identities, twins, keys and certificates")
 	f.StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
+	cmd.Flags().IntVar(&o.telemetry, "telemetry-buffer", telemetry.DefaultCapacity, "how many device-to-cloud messages to keep in memory (the oldest go first)")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
 	// --version without the -v shorthand cobra would add: -v means --verbose
 	// in the other tools.
@@ -156,6 +162,8 @@ func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger)
 		DataDir:   o.dataDir,
 		InMemory:  o.inMemory,
 		Logger:    logger,
+
+		TelemetryBuffer: o.telemetry,
 	})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -287,15 +287,17 @@ func (h *Hub) putOps(ids ...*identity) []store.Op {
 
 // notices are what subscribers hear of a change once it is durable.
 type notices struct {
-	patches []DesiredPatch
-	revoked []Revocation
+	patches  []DesiredPatch
+	revoked  []Revocation
+	twins    []TwinChange
+	registry []RegistryChange
 }
 
 // commit queues ops (callers hold h.mu, so queue order is commit order)
 // and tells subscribers about the change once it is durable.
 func (h *Hub) commit(ops []store.Op, n notices) *store.Pending {
 	var after func(error)
-	if len(n.patches) > 0 || len(n.revoked) > 0 {
+	if len(n.patches) > 0 || len(n.revoked) > 0 || len(n.twins) > 0 || len(n.registry) > 0 {
 		after = func(err error) {
 			if err == nil {
 				h.notify(n)
@@ -353,6 +355,16 @@ func (h *Hub) notify(n notices) {
 		if ev.Revoked != nil {
 			for _, r := range n.revoked {
 				ev.Revoked(r)
+			}
+		}
+		if ev.Twin != nil {
+			for _, c := range n.twins {
+				ev.Twin(c)
+			}
+		}
+		if ev.Registry != nil {
+			for _, c := range n.registry {
+				ev.Registry(c)
 			}
 		}
 	}

@@ -36,10 +36,31 @@ type Revocation struct {
 	Deleted  bool // false: its device was disabled
 }
 
-// Events are the callbacks of a subscription to committed changes; either
+// TwinChange is a committed change of one section of a twin: "desired"
+// and "reported" with that section's new $version, "tags" with the twin's.
+// Patch is the JSON of what changed: the patch with its "$version" (null
+// for removed members) for properties, the whole new document for tags.
+type TwinChange struct {
+	Identity IdentityRef
+	Section  string
+	Version  int64
+	Patch    []byte
+}
+
+// RegistryChange is a committed change of the registry: an identity was
+// "created", "updated" or "deleted" (a device's deletion lists its modules
+// too).
+type RegistryChange struct {
+	Identity  IdentityRef
+	Operation string
+}
+
+// Events are the callbacks of a subscription to committed changes; any
 // may be nil. They run on the store's writer goroutine once the change is
 // durable, in commit order, and must not block.
 type Events struct {
-	Desired func(DesiredPatch)
-	Revoked func(Revocation)
+	Desired  func(DesiredPatch)
+	Revoked  func(Revocation)
+	Twin     func(TwinChange)
+	Registry func(RegistryChange)
 }

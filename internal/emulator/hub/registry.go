@@ -200,6 +200,7 @@ func (h *Hub) CreateOrUpdateDevice(deviceID string, req iothub.Device, cond IfMa
 	d.identity = id
 	h.devices[deviceID] = d
 	view := h.deviceView(id, created)
+	n.registry = []RegistryChange{{Identity: id.ref(), Operation: operation(created)}}
 	p := h.commit(h.putOps(id), n)
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
@@ -258,7 +259,12 @@ func (h *Hub) DeleteDevice(deviceID string, cond IfMatch) error {
 	for mid := range d.modules {
 		ops = append(ops, store.Op{Bucket: bucketIdentities, Key: identityKey(IdentityRef{deviceID, mid})})
 	}
-	p := h.commit(ops, notices{revoked: revokeDevice(d, true)})
+	revoked := revokeDevice(d, true)
+	deleted := make([]RegistryChange, 0, len(revoked))
+	for _, r := range revoked {
+		deleted = append(deleted, RegistryChange{Identity: r.Identity, Operation: "deleted"})
+	}
+	p := h.commit(ops, notices{revoked: revoked, registry: deleted})
 	h.mu.Unlock()
 	return h.wait(p)
 }
@@ -322,12 +328,30 @@ func (h *Hub) CreateOrUpdateModule(deviceID, moduleID string, req iothub.Module,
 	id.ETag = h.nextETag()
 	d.modules[moduleID] = id
 	view := h.moduleView(id, m == nil)
-	p := h.commit(h.putOps(id), notices{})
+	p := h.commit(h.putOps(id), notices{registry: []RegistryChange{{Identity: id.ref(), Operation: operation(m == nil)}}})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return iothub.Module{}, err
 	}
 	return view, nil
+}
+
+func operation(created bool) string {
+	if created {
+		return "created"
+	}
+	return "updated"
+}
+
+// GenerationID returns an identity's generationId.
+func (h *Hub) GenerationID(r IdentityRef) (string, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	id, err := h.lookup(r)
+	if err != nil {
+		return "", err
+	}
+	return id.GenerationID, nil
 }
 
 // GetModule returns a module.
@@ -370,7 +394,7 @@ func (h *Hub) DeleteModule(deviceID, moduleID string, cond IfMatch) error {
 	}
 	delete(h.devices[deviceID].modules, moduleID)
 	p := h.commit([]store.Op{{Bucket: bucketIdentities, Key: identityKey(m.ref())}},
-		notices{revoked: []Revocation{{Identity: m.ref(), Deleted: true}}})
+		notices{revoked: []Revocation{{Identity: m.ref(), Deleted: true}}, registry: []RegistryChange{{Identity: m.ref(), Operation: "deleted"}}})
 	h.mu.Unlock()
 	return h.wait(p)
 }

@@ -235,9 +235,14 @@ func (h *Hub) changeTwin(r IdentityRef, cond IfMatch, change func(t *twin, now t
 		return out, nil
 	}
 	var n notices
+	if !equalDocs(id.Twin.Tags, t.Tags) {
+		n.twins = append(n.twins, TwinChange{Identity: r, Section: "tags", Version: t.Version + 1, Patch: renderTags(t.Tags)})
+	}
 	if patch != nil {
 		v := t.Desired.Version
-		n.patches = []DesiredPatch{{Identity: r, Version: v, Body: renderPatch(patch, v)}}
+		body := renderPatch(patch, v)
+		n.patches = []DesiredPatch{{Identity: r, Version: v, Body: body}}
+		n.twins = append(n.twins, TwinChange{Identity: r, Section: "desired", Version: v, Patch: body})
 	}
 	t.Version++
 	t.ETag++
@@ -249,6 +254,15 @@ func (h *Hub) changeTwin(r IdentityRef, cond IfMatch, change func(t *twin, now t
 		return nil, err
 	}
 	return out, nil
+}
+
+// renderTags is the whole tags document: a tags change is shown whole.
+func renderTags(tags object) []byte {
+	b, err := json.Marshal(tags)
+	if err != nil {
+		panic("hub: encode tags: " + err.Error()) // only plain data
+	}
+	return b
 }
 
 func orEmpty(o object) object {
@@ -285,7 +299,8 @@ func (h *Hub) UpdateReported(r IdentityRef, body []byte) (int64, error) {
 	t.Reported = rep
 	t.ETag++
 	id.Twin = t
-	p := h.commit(h.putOps(id), notices{})
+	change := TwinChange{Identity: r, Section: "reported", Version: rep.Version, Patch: renderPatch(patch, rep.Version)}
+	p := h.commit(h.putOps(id), notices{twins: []TwinChange{change}})
 	h.mu.Unlock()
 	if err := h.wait(p); err != nil {
 		return 0, err

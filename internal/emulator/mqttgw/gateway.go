@@ -16,8 +16,10 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
 )
 
 // DefaultAddr is where MQTT over TLS listens unless told otherwise.
@@ -42,19 +44,26 @@ type Config struct {
 	// Faults, when set, is consulted once per connection, subscription,
 	// twin request and desired push (see package faults).
 	Faults faults.Hook
+	// Events receives connections, disconnections and messages; nil
+	// discards them.
+	Events events.Publisher
+	// Messages keeps device-to-cloud messages; nil keeps none.
+	Messages *telemetry.Buffer
 }
 
 // Gateway serves IoT Hub's device-side MQTT dialect on an embedded broker:
 // MQTT 3.1.1 over TLS on its own listener, and over WebSockets through
 // ServeHTTP.
 type Gateway struct {
-	hub    Hub
-	log    *slog.Logger
-	faults faults.Hook
-	closed chan struct{} // closed by Close: stalled operations give up
-	srv    *mqtt.Server
-	tls    *tlsListener
-	ws     *wsListener
+	hub      Hub
+	log      *slog.Logger
+	faults   faults.Hook
+	closed   chan struct{} // closed by Close: stalled operations give up
+	events   events.Publisher
+	messages *telemetry.Buffer
+	srv      *mqtt.Server
+	tls      *tlsListener
+	ws       *wsListener
 
 	cancelEvents func()
 	closeOnce    sync.Once
@@ -73,11 +82,14 @@ type Gateway struct {
 type conn struct {
 	cl     *mqtt.Client
 	id     hub.IdentityRef
-	prefix string        // internalPrefix of the client ID
-	expiry *time.Timer   // closes the connection when its token expires
-	gone   chan struct{} // closed once the gateway has forgotten it
-	live   atomic.Bool   // still the identity's current connection
-	active atomic.Int64  // unix second of the last activity given to the hub
+	prefix string // internalPrefix of the client ID
+	// iothub-connection-auth-method and -auth-generation-id of its messages.
+	authMethod string
+	generation string
+	expiry     *time.Timer   // closes the connection when its token expires
+	gone       chan struct{} // closed once the gateway has forgotten it
+	live       atomic.Bool   // still the identity's current connection
+	active     atomic.Int64  // unix second of the last activity given to the hub
 
 	// Desired patches committed after the connection became live but
 	// before its CONNACK went out wait here: the broker moves a taken-over
@@ -130,11 +142,16 @@ func Start(cfg Config) (*Gateway, error) {
 	}
 
 	g := &Gateway{
-		hub:    cfg.Hub,
-		log:    log,
-		faults: cfg.Faults,
-		closed: make(chan struct{}),
-		seed:   maphash.MakeSeed(),
+		hub:      cfg.Hub,
+		log:      log,
+		faults:   cfg.Faults,
+		closed:   make(chan struct{}),
+		events:   cfg.Events,
+		messages: cfg.Messages,
+		seed:     maphash.MakeSeed(),
+	}
+	if g.events == nil {
+		g.events = discard{}
 	}
 	g.srv = mqtt.New(&mqtt.Options{
 		InlineClient:           true,
@@ -145,7 +162,7 @@ func Start(cfg Config) (*Gateway, error) {
 		// buffer keeps idle connections cheap.
 		ClientNetReadBufferSize: 1024,
 	})
-	ended := func(nc net.Conn) { g.disconnected(nc) }
+	ended := func(nc net.Conn) { g.disconnected(nc, "connection closed") }
 	g.tls = newTLSListener("mqtts", ln, tlsConf, log, ended)
 	g.ws = newWSListener("wss", log, ended)
 
@@ -254,6 +271,10 @@ func (g *Gateway) connected(c *conn, tokenExpiry time.Time) bool {
 	return true
 }
 
+type discard struct{}
+
+func (discard) Publish(events.Event) {}
+
 // Why the gateway closes a connection.
 var (
 	errTokenExpired = errors.New("SAS token expired")
@@ -265,13 +286,15 @@ var (
 // connection, the identity is now disconnected. The broker reports most
 // ends; listeners report every end, which covers a client that goes away
 // between authentication and CONNACK.
-func (g *Gateway) disconnected(nc net.Conn) (*conn, bool) {
+func (g *Gateway) disconnected(nc net.Conn, reason string) (*conn, bool) {
 	v, ok := g.conns.LoadAndDelete(nc)
 	if !ok {
 		return nil, false
 	}
 	c := v.(*conn)
 	defer close(c.gone)
+	g.events.Publish(events.Event{Kind: events.Disconnected, DeviceID: c.id.DeviceID, ModuleID: c.id.ModuleID,
+		Connection: &events.Connection{Transport: c.cl.Net.Listener, Remote: c.cl.Net.Remote, Reason: reason}})
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}

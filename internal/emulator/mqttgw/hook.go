@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
@@ -114,12 +115,16 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		cl.Stop(errors.New("SAS token no longer parses"))
 		return
 	}
-	c := &conn{cl: cl, id: id, prefix: internalPrefix(cl.ID), gone: make(chan struct{})}
+	c := &conn{cl: cl, id: id, prefix: internalPrefix(cl.ID), gone: make(chan struct{}),
+		authMethod: authMethod(id.IsModule(), tok.KeyName != "")}
+	c.generation, _ = h.g.hub.GenerationID(id) // a deleted identity fails in connected
 	if !h.g.connected(c, h.g.tokenExpiryByPlan(id, tok.Expiry)) {
 		return
 	}
 	h.g.log.Info("MQTT client connected", "identity", id.String(), "remote", cl.Net.Remote,
 		"transport", cl.Net.Listener, "cleanSession", cl.Properties.Clean)
+	h.g.events.Publish(events.Event{Kind: events.Connected, DeviceID: id.DeviceID, ModuleID: id.ModuleID,
+		Connection: &events.Connection{Transport: cl.Net.Listener, Remote: cl.Net.Remote}})
 }
 
 // OnSessionEstablished runs once CONNACK is out and the session, with the
@@ -132,12 +137,12 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	c, wasLive := h.g.disconnected(cl.Net.Conn)
-	if c == nil {
-		return
-	}
 	if cause := cl.StopCause(); cause != nil {
 		err = cause
+	}
+	c, wasLive := h.g.disconnected(cl.Net.Conn, errText(err))
+	if c == nil {
+		return
 	}
 	if errors.Is(err, errDeleted) && !expire && !cl.IsTakenOver() {
 		// A deleted identity's session goes with it: an identity created
@@ -259,7 +264,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	case publishTwinReported:
 		h.g.twinRequest(c, faults.MQTTTwinReported, pk.TopicName, func() (int, string, []byte) { return h.g.twinReported(c, pk.Payload) })
 	case publishTelemetry:
-		h.g.log.Debug("dropped telemetry message", "identity", c.id.String(), "topic", pk.TopicName, "bytes", len(pk.Payload))
+		if err := h.g.telemetry(c, pk); err != nil {
+			h.g.log.Info("closing MQTT connection", "identity", c.id.String(), "reason", err, "bytes", len(pk.Payload))
+			cl.Stop(err)
+			return pk, packets.ErrRejectPacket
+		}
 	case publishMethodResult:
 		h.g.log.Debug("dropped direct method result", "identity", c.id.String(), "topic", pk.TopicName)
 	}

@@ -49,6 +49,9 @@ type Hub interface {
 	// authenticated, and the connection must be closed.
 	SetConnectionState(id hub.IdentityRef, connected bool, t time.Time) error
 
+	// GenerationID returns id's generationId.
+	GenerationID(id hub.IdentityRef) (string, error)
+
 	// RecordActivity sets id's lastActivityTime to t (cheap; may coalesce).
 	RecordActivity(id hub.IdentityRef, t time.Time)
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
@@ -33,6 +34,7 @@ type Options struct {
 	Logger *slog.Logger     // nil = discard
 	Now    func() time.Time // nil = time.Now
 	Faults faults.Hook      // nil = none: answer as a real hub
+	Events events.Publisher // gets each request (method, path, status, duration); nil = none
 }
 
 type api struct {
@@ -40,12 +42,13 @@ type api struct {
 	log    *slog.Logger
 	now    func() time.Time
 	faults faults.Hook
+	events events.Publisher
 }
 
 // Register mounts the service API on mux. Anything mux does not otherwise
 // route gets a 404 error body.
 func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
-	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults}
+	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults, events: opts.Events}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -141,8 +144,14 @@ func (a *api) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.H
 		case sw.status >= 400:
 			level = slog.LevelInfo
 		}
+		took := a.now().Sub(start)
 		attrs := []any{"method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
-			"request_id", id, "duration", a.now().Sub(start)}
+			"request_id", id, "duration", took}
+		if a.events != nil {
+			a.events.Publish(events.Event{Kind: events.Request, DeviceID: r.PathValue("id"), ModuleID: r.PathValue("mid"), Request: &events.RequestInfo{
+				Method: r.Method, Path: r.URL.EscapedPath(), Status: sw.status, DurationMS: float64(took.Microseconds()) / 1000,
+			}})
+		}
 		var he *hub.Error
 		if errors.As(err, &he) {
 			// What the client was told: it names no key or signature.
@@ -191,12 +200,27 @@ func (a *api) writeError(w http.ResponseWriter, requestID string, err error) {
 	var he *hub.Error
 	if !errors.As(err, &he) {
 		a.log.Error("request failed", "request_id", requestID, "err", err)
+	}
+	writeErrorBody(w, requestID, err, a.now())
+}
+
+// WriteError answers a request of an emulator extension with err in IoT
+// Hub's error shape, as the service API would.
+func WriteError(w http.ResponseWriter, err error) {
+	id := newRequestID()
+	w.Header()["x-ms-request-id"] = []string{id}
+	writeErrorBody(w, id, err, time.Now())
+}
+
+func writeErrorBody(w http.ResponseWriter, requestID string, err error, now time.Time) {
+	var he *hub.Error
+	if !errors.As(err, &he) {
 		he = &hub.Error{Code: iothub.ServerError, Message: "internal error"}
 	}
 	body := errorBody{
 		Message: "ErrorCode:" + he.Code.Name + ";" + he.Message,
 		ExceptionMessage: "Tracking ID:" + strings.ReplaceAll(requestID, "-", "") + "-G:0-TimeStamp:" +
-			a.now().UTC().Format("01/02/2006 15:04:05"),
+			now.UTC().Format("01/02/2006 15:04:05"),
 	}
 	w.Header()["iothub-errorcode"] = []string{he.Code.Name}
 	writeJSON(w, he.Code.Status(), body)
