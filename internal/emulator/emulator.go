@@ -55,6 +55,9 @@ type Config struct {
 	// EventBuffer is how many events wait for each slow reader of an event
 	// stream before they are dropped and counted; 0 = 4096.
 	EventBuffer int
+	// ShutdownTimeout bounds how long Close waits for requests in flight
+	// and for clients to hang up; 0 = 5 s.
+	ShutdownTimeout time.Duration
 }
 
 // Emulator is a running local IoT Hub.
@@ -276,7 +279,11 @@ func (e *Emulator) Messages() *telemetry.Buffer { return e.messages }
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.closing)
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		timeout := e.cfg.ShutdownTimeout
+		if timeout <= 0 {
+			timeout = shutdownTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		if err := e.https.Shutdown(ctx); err != nil {
 			e.https.Close()

@@ -3,10 +3,10 @@ package clitest
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/spf13/cobra"
 
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
@@ -24,23 +24,24 @@ type Result struct {
 // on retry delays.
 func Run(t testing.TB, newCmd func(*cli.Env) *cobra.Command, vars map[string]string, stdin string, args ...string) Result {
 	t.Helper()
+	return run(newCmd, ClientOptions(), vars, stdin, args)
+}
+
+// Run is clitest.Run with the requests recorded in h.
+func (h *Hub) Run(t testing.TB, newCmd func(*cli.Env) *cobra.Command, vars map[string]string, stdin string, args ...string) Result {
+	t.Helper()
+	return run(newCmd, h.ClientOptions(), vars, stdin, args)
+}
+
+func run(newCmd func(*cli.Env) *cobra.Command, opts policy.ClientOptions, vars map[string]string, stdin string, args []string) Result {
 	var out, errOut bytes.Buffer
 	env := &cli.Env{
 		Stdin:         strings.NewReader(stdin),
 		Stdout:        &out,
 		Stderr:        &errOut,
 		Getenv:        func(k string) string { return vars[k] },
-		ClientOptions: ClientOptions(),
+		ClientOptions: opts,
 	}
 	code := cli.Run(context.Background(), env, newCmd(env), args)
 	return Result{Code: code, Stdout: out.String(), Stderr: errOut.String()}
-}
-
-// Env returns the variables that point a service command at the hub.
-func (f *FakeHub) Env() map[string]string {
-	return map[string]string{cli.EnvConnectionString: f.ConnectionString(), cli.EnvCAFile: f.CAFile}
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

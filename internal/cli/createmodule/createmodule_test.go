@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,8 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli/createmodule"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/servicecmd"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
+	emuhub "github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
@@ -26,25 +27,25 @@ const (
 	keyB = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=" // 32 × 'B'
 )
 
-func run(t *testing.T, vars map[string]string, stdin string, args ...string) clitest.Result {
+func run(t *testing.T, hub *clitest.Hub, vars map[string]string, stdin string, args ...string) clitest.Result {
 	t.Helper()
-	res := clitest.Run(t, createmodule.Command, vars, stdin, args...)
-	if strings.Contains(res.Stderr, clitest.PolicyKey) || strings.Contains(res.Stdout, clitest.PolicyKey) {
+	res := hub.Run(t, createmodule.Command, vars, stdin, args...)
+	if strings.Contains(res.Stderr, hub.PolicyKey()) || strings.Contains(res.Stdout, hub.PolicyKey()) {
 		t.Errorf("output contains the policy key:\nstdout: %s\nstderr: %s", res.Stdout, res.Stderr)
 	}
 	return res
 }
 
 // wantResult builds the expected report from the hub's own state.
-func wantResult(t *testing.T, hub *clitest.FakeHub, deviceID, moduleID, devResult, modResult string) createmodule.Result {
+func wantResult(t *testing.T, hub *clitest.Hub, deviceID, moduleID, devResult, modResult string) createmodule.Result {
 	t.Helper()
-	dev, ok := hub.Device(deviceID)
-	if !ok {
-		t.Fatalf("device %q does not exist on the hub", deviceID)
+	dev, err := hub.Hub.Hub().GetDevice(deviceID)
+	if err != nil {
+		t.Fatalf("device %q does not exist on the hub: %v", deviceID, err)
 	}
-	mod, ok := hub.Module(deviceID, moduleID)
-	if !ok {
-		t.Fatalf("module %q does not exist on the hub", moduleID)
+	mod, err := hub.Hub.Hub().GetModule(deviceID, moduleID)
+	if err != nil {
+		t.Fatalf("module %q does not exist on the hub: %v", moduleID, err)
 	}
 	managedBy := ""
 	if mod.ManagedBy != nil {
@@ -52,12 +53,12 @@ func wantResult(t *testing.T, hub *clitest.FakeHub, deviceID, moduleID, devResul
 	}
 	modKey := mod.Authentication.SymmetricKey.PrimaryKey
 	return createmodule.Result{
-		HostName: hub.HostName,
+		HostName: hub.Host(),
 		Device: createmodule.DeviceResult{DeviceID: deviceID, Result: devResult, IoTEdge: dev.Capabilities.IoTEdge,
 			PrimaryKey: dev.Authentication.SymmetricKey.PrimaryKey},
 		Module: createmodule.ModuleResult{DeviceID: deviceID, ModuleID: moduleID, Result: modResult, ManagedBy: managedBy,
 			PrimaryKey: modKey},
-		ModuleConnectionString: "HostName=" + hub.HostName + ";DeviceId=" + deviceID + ";ModuleId=" + moduleID + ";SharedAccessKey=" + modKey,
+		ModuleConnectionString: "HostName=" + hub.Host() + ";DeviceId=" + deviceID + ";ModuleId=" + moduleID + ";SharedAccessKey=" + modKey,
 	}
 }
 
@@ -75,7 +76,7 @@ func decode(t *testing.T, stdout string) createmodule.Result {
 func TestCreateThenExisting(t *testing.T) {
 	hub := clitest.Start(t)
 
-	first := run(t, hub.Env(), "")
+	first := run(t, hub, hub.Env(), "")
 	if first.Code != cli.ExitOK {
 		t.Fatalf("first run: exit %d, stderr:\n%s", first.Code, first.Stderr)
 	}
@@ -97,7 +98,7 @@ func TestCreateThenExisting(t *testing.T) {
 		t.Errorf("module connection string does not parse as a module's: %v", err)
 	}
 
-	second := run(t, hub.Env(), "")
+	second := run(t, hub, hub.Env(), "")
 	if second.Code != cli.ExitOK {
 		t.Fatalf("second run: exit %d, stderr:\n%s", second.Code, second.Stderr)
 	}
@@ -125,7 +126,7 @@ func TestCreateThenExisting(t *testing.T) {
 
 func TestJSONOutput(t *testing.T) {
 	hub := clitest.Start(t)
-	res := run(t, hub.Env(), "", "--device-id", "edge-1", "--module-id", "filter", "--edge", "--managed-by", "ops", "--output", "json")
+	res := run(t, hub, hub.Env(), "", "--device-id", "edge-1", "--module-id", "filter", "--edge", "--managed-by", "ops", "--output", "json")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -137,7 +138,7 @@ func TestJSONOutput(t *testing.T) {
 		t.Errorf("JSON report (-want +got):\n%s", diff)
 	}
 
-	again := run(t, hub.Env(), "", "-d", "edge-1", "-m", "filter", "-o", "json")
+	again := run(t, hub, hub.Env(), "", "-d", "edge-1", "-m", "filter", "-o", "json")
 	if again.Code != cli.ExitOK {
 		t.Fatalf("second run: exit %d, stderr:\n%s", again.Code, again.Stderr)
 	}
@@ -153,11 +154,11 @@ func TestJSONOutput(t *testing.T) {
 
 func TestGivenKeys(t *testing.T) {
 	hub := clitest.Start(t)
-	res := run(t, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB, "-o", "json")
+	res := run(t, hub, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB, "-o", "json")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
-	mod, _ := hub.Module(servicecmd.DefaultDeviceID, servicecmd.DefaultModuleID)
+	mod, _ := hub.Hub.Hub().GetModule(servicecmd.DefaultDeviceID, servicecmd.DefaultModuleID)
 	if got := *mod.Authentication.SymmetricKey; got != (iothub.SymmetricKey{PrimaryKey: keyA, SecondaryKey: keyB}) {
 		t.Errorf("module keys on the hub = %+v, want the given ones", got)
 	}
@@ -166,10 +167,10 @@ func TestGivenKeys(t *testing.T) {
 	}
 
 	// Same keys again: fine. Other keys: the module cannot get them.
-	if res := run(t, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB); res.Code != cli.ExitOK {
+	if res := run(t, hub, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB); res.Code != cli.ExitOK {
 		t.Errorf("same keys again: exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
-	res = run(t, hub.Env(), "", "--primary-key", keyB, "--secondary-key", keyA)
+	res = run(t, hub, hub.Env(), "", "--primary-key", keyB, "--secondary-key", keyA)
 	if res.Code != cli.ExitFailed || !strings.Contains(res.Stderr, "already exists on device \"myFirstDevice\" with other keys") {
 		t.Errorf("other keys: exit %d, stderr %q; want 1 and a message about other keys", res.Code, res.Stderr)
 	}
@@ -181,7 +182,7 @@ func TestGivenKeys(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	hub := clitest.Start(t)
 	dir := t.TempDir()
-	moduleCS := "HostName=" + hub.HostName + ";DeviceId=d;ModuleId=m;SharedAccessKey=" + clitest.PolicyKey
+	moduleCS := "HostName=" + hub.Host() + ";DeviceId=d;ModuleId=m;SharedAccessKey=" + hub.PolicyKey()
 	csFile := filepath.Join(dir, "module-cs")
 	if err := os.WriteFile(csFile, []byte(moduleCS), 0o600); err != nil {
 		t.Fatal(err)
@@ -214,7 +215,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(hub.Requests())
-			res := run(t, tt.vars, "", tt.args...)
+			res := run(t, hub, tt.vars, "", tt.args...)
 			if res.Code != cli.ExitUsage {
 				t.Errorf("exit %d, want %d; stderr:\n%s", res.Code, cli.ExitUsage, res.Stderr)
 			}
@@ -237,15 +238,15 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHubErrors(t *testing.T) {
-	wrongKeyCS := func(hub *clitest.FakeHub) map[string]string {
+	wrongKeyCS := func(hub *clitest.Hub) map[string]string {
 		return map[string]string{
-			cli.EnvConnectionString: "HostName=" + hub.HostName + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + keyA,
-			cli.EnvCAFile:           hub.CAFile,
+			cli.EnvConnectionString: "HostName=" + hub.Host() + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + keyA,
+			cli.EnvCAFile:           hub.CAFile(),
 		}
 	}
 	tests := []struct {
 		name      string
-		setup     func(*clitest.FakeHub) map[string]string
+		setup     func(*clitest.Hub) map[string]string
 		want      []string
 		wantTries int // requests expected, 0 = don't check
 	}{
@@ -260,16 +261,16 @@ func TestHubErrors(t *testing.T) {
 		},
 		{
 			name: "bad request with message",
-			setup: func(hub *clitest.FakeHub) map[string]string {
-				hub.Fail(clitest.Failure{Method: http.MethodPut, PathPrefix: "/devices/myFirstDevice/modules/", Status: 400, Code: "ArgumentInvalid", Message: "ModuleId is reserved"})
+			setup: func(hub *clitest.Hub) map[string]string {
+				hub.Faults.Add(faults.Rule{Op: faults.ModulePut, Target: "/devices/myFirstDevice/modules/", Code: iothub.ArgumentInvalid, Message: "ModuleId is reserved"})
 				return hub.Env()
 			},
 			want: []string{`create-module: create module "myFirstModule" on device "myFirstDevice": the hub rejected the request (400 ArgumentInvalid): ModuleId is reserved`},
 		},
 		{
 			name: "throttled after retries",
-			setup: func(hub *clitest.FakeHub) map[string]string {
-				hub.Fail(clitest.Failure{Status: 429, Code: "ThrottlingException", Message: "The request has been throttled."})
+			setup: func(hub *clitest.Hub) map[string]string {
+				hub.Faults.Add(faults.Rule{Code: iothub.ThrottlingException, Message: "The request has been throttled."})
 				return hub.Env()
 			},
 			want:      []string{"the hub is throttling requests and still was after several retries (429 ThrottlingException)", "hint: wait a minute"},
@@ -277,29 +278,34 @@ func TestHubErrors(t *testing.T) {
 		},
 		{
 			name: "x509 device",
-			setup: func(hub *clitest.FakeHub) map[string]string {
-				hub.AddDevice(iothub.Device{DeviceID: servicecmd.DefaultDeviceID, Authentication: &iothub.AuthenticationMechanism{Type: iothub.AuthSelfSigned}})
+			setup: func(hub *clitest.Hub) map[string]string {
+				thumb := strings.Repeat("AB", 20)
+				dev := iothub.Device{DeviceID: servicecmd.DefaultDeviceID, Authentication: &iothub.AuthenticationMechanism{
+					Type: iothub.AuthSelfSigned, X509Thumbprint: &iothub.X509Thumbprint{PrimaryThumbprint: &thumb, SecondaryThumbprint: &thumb}}}
+				if _, err := hub.Hub.Hub().CreateOrUpdateDevice(dev.DeviceID, dev, emuhub.IfMatch{}); err != nil {
+					t.Fatal(err)
+				}
 				return hub.Env()
 			},
 			want: []string{`device "myFirstDevice" exists but uses selfSigned authentication, not shared access keys`, "hint: choose another --device-id"},
 		},
 		{
 			name: "unknown CA",
-			setup: func(hub *clitest.FakeHub) map[string]string {
+			setup: func(hub *clitest.Hub) map[string]string {
 				return map[string]string{cli.EnvConnectionString: hub.ConnectionString()}
 			},
-			want: []string{"TLS connection to " + "127.0.0.1", "unknown authority", "hint: if the hub uses a private CA", "--ca-file PATH or set IOTHUB_CA_FILE"},
+			want: []string{"TLS connection to " + "localhost", "unknown authority", "hint: if the hub uses a private CA", "--ca-file PATH or set IOTHUB_CA_FILE"},
 		},
 		{
 			name: "nothing listening",
-			setup: func(hub *clitest.FakeHub) map[string]string {
+			setup: func(hub *clitest.Hub) map[string]string {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
 					t.Fatal(err)
 				}
 				addr := ln.Addr().String()
 				ln.Close()
-				return map[string]string{cli.EnvConnectionString: strings.Replace(hub.ConnectionString(), hub.HostName, addr, 1), cli.EnvCAFile: hub.CAFile}
+				return map[string]string{cli.EnvConnectionString: strings.Replace(hub.ConnectionString(), hub.Host(), addr, 1), cli.EnvCAFile: hub.CAFile()}
 			},
 			want: []string{"create-module: create device \"myFirstDevice\": cannot reach 127.0.0.1:", ": connection refused\n", "hint: check HostName"},
 		},
@@ -307,7 +313,7 @@ func TestHubErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hub := clitest.Start(t)
-			res := run(t, tt.setup(hub), "")
+			res := run(t, hub, tt.setup(hub), "")
 			if res.Code != cli.ExitFailed {
 				t.Errorf("exit %d, want %d; stderr:\n%s", res.Code, cli.ExitFailed, res.Stderr)
 			}
@@ -332,7 +338,7 @@ func TestConnectionStringSources(t *testing.T) {
 	if err := os.WriteFile(file, []byte(hub.ConnectionString()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ca := map[string]string{cli.EnvCAFile: hub.CAFile}
+	ca := map[string]string{cli.EnvCAFile: hub.CAFile()}
 	for _, tt := range []struct {
 		name  string
 		stdin string
@@ -342,27 +348,27 @@ func TestConnectionStringSources(t *testing.T) {
 		{"stdin", hub.ConnectionString(), []string{"--connection-string-file", "-"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if res := run(t, ca, tt.stdin, tt.args...); res.Code != cli.ExitOK {
+			if res := run(t, hub, ca, tt.stdin, tt.args...); res.Code != cli.ExitOK {
 				t.Errorf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 			}
 		})
 	}
 	// --ca-file works as well as IOTHUB_CA_FILE.
 	env := map[string]string{cli.EnvConnectionString: hub.ConnectionString()}
-	if res := run(t, env, "", "--ca-file", hub.CAFile); res.Code != cli.ExitOK {
+	if res := run(t, hub, env, "", "--ca-file", hub.CAFile()); res.Code != cli.ExitOK {
 		t.Errorf("--ca-file: exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
 }
 
 func TestVerbose(t *testing.T) {
 	hub := clitest.Start(t)
-	res := run(t, hub.Env(), "", "--verbose")
+	res := run(t, hub, hub.Env(), "", "--verbose")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
 	for _, want := range []string{
-		"verbose: PUT " + hub.URL + "/devices/myFirstDevice?api-version=2021-04-12 -> 200 OK (try 1)\n",
-		"verbose: PUT " + hub.URL + "/devices/myFirstDevice/modules/myFirstModule?api-version=2021-04-12 -> 200 OK (try 1)\n",
+		"verbose: PUT " + hub.URL() + "/devices/myFirstDevice?api-version=2021-04-12 -> 200 OK (try 1)\n",
+		"verbose: PUT " + hub.URL() + "/devices/myFirstDevice/modules/myFirstModule?api-version=2021-04-12 -> 200 OK (try 1)\n",
 	} {
 		if !strings.Contains(res.Stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, res.Stderr)
@@ -378,11 +384,11 @@ func TestVerbose(t *testing.T) {
 
 func TestHelpHidesSecrets(t *testing.T) {
 	hub := clitest.Start(t)
-	res := run(t, hub.Env(), "", "--help")
+	res := run(t, hub, hub.Env(), "", "--help")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d", res.Code)
 	}
-	for _, leak := range []string{clitest.PolicyKey, hub.HostName, hub.CAFile} {
+	for _, leak := range []string{hub.PolicyKey(), hub.Host(), hub.CAFile()} {
 		if strings.Contains(res.Stdout, leak) {
 			t.Errorf("--help shows %q:\n%s", leak, res.Stdout)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli/clitest"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/servicecmd"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
 )
@@ -35,12 +36,13 @@ func common() *cli.Common {
 	return &c
 }
 
-// TestExplainHubResponses drives real requests against the fake hub and
+// TestExplainHubResponses drives real requests against the emulator and
 // checks the sentences each failure becomes.
 func TestExplainHubResponses(t *testing.T) {
 	tests := []struct {
 		name       string
-		failure    *clitest.Failure
+		failure    *iothub.ErrorCode
+		message    string
 		device     string
 		module     string
 		permission string
@@ -54,40 +56,40 @@ func TestExplainHubResponses(t *testing.T) {
 		{name: "module not found", device: "d", module: "no#mod", wantStatus: 404,
 			wantReason: `module "no#mod" does not exist on device "d"`},
 		{name: "not found without code", device: "d", module: "m", wantStatus: 404, suggest: true,
-			failure:    &clitest.Failure{Status: 404, Message: "gone"},
+			failure: &iothub.ErrorCode{Number: 404000}, message: "gone",
 			wantReason: `device "d" or its module "m" does not exist on HOST (Not Found: gone)`, wantHint: "create-module --device-id d --module-id m"},
 		{name: "unauthorized", device: "d", module: "m", permission: servicecmd.ServiceConnect, wantStatus: 401,
-			failure:    &clitest.Failure{Status: 401, Code: "IotHubUnauthorizedAccess", Message: "Unauthorized"},
+			failure: &iothub.ErrorCode{Name: "IotHubUnauthorizedAccess", Number: 401002}, message: "Unauthorized",
 			wantReason: "the hub refused the connection string's credentials (401 IotHubUnauthorizedAccess)",
 			wantHint:   "the shared access policy needs the ServiceConnect permission (for example the built-in iothubowner or service policy)"},
 		{name: "forbidden", device: "d", module: "m", permission: servicecmd.RegistryWrite, wantStatus: 403,
-			failure:  &clitest.Failure{Status: 403, Code: "IotHubQuotaExceeded", Message: "no"},
+			failure: &iothub.ErrorCode{Name: "IotHubQuotaExceeded", Number: 403002}, message: "no",
 			wantHint: "RegistryWrite permission (for example the built-in iothubowner or registryReadWrite policy)"},
 		{name: "conflict", device: "d", module: "m", wantStatus: 409,
-			failure:    &clitest.Failure{Status: 409, Code: "ModuleAlreadyExistsOnDevice", Message: "exists"},
+			failure: &iothub.ErrorCode{Name: "ModuleAlreadyExistsOnDevice", Number: 409301}, message: "exists",
 			wantReason: "the hub reported a conflict (409 ModuleAlreadyExistsOnDevice): exists"},
 		{name: "precondition", device: "d", module: "m", wantStatus: 412,
-			failure:    &clitest.Failure{Status: 412, Code: "PreconditionFailed", Message: "ETag mismatch"},
+			failure: &iothub.ErrorCode{Name: "PreconditionFailed", Number: 412001}, message: "ETag mismatch",
 			wantReason: "the hub refused the change because the etag no longer matches (412 PreconditionFailed): ETag mismatch"},
 		{name: "bad request", device: "d", module: "m", wantStatus: 400,
-			failure:    &clitest.Failure{Status: 400, Code: "ArgumentInvalid", Message: "bad key"},
+			failure: &iothub.ErrorCode{Name: "ArgumentInvalid", Number: 400004}, message: "bad key",
 			wantReason: "the hub rejected the request (400 ArgumentInvalid): bad key"},
 		{name: "throttled", device: "d", module: "m", wantStatus: 429,
-			failure:    &clitest.Failure{Status: 429, Code: "ThrottlingException", Message: "slow down"},
+			failure: &iothub.ErrorCode{Name: "ThrottlingException", Number: 429001}, message: "slow down",
 			wantReason: "the hub is throttling requests and still was after several retries (429 ThrottlingException): slow down", wantHint: "wait a minute"},
 		{name: "server error", device: "d", module: "m", wantStatus: 500,
-			failure:    &clitest.Failure{Status: 500, Code: "ServerError", Message: "oops"},
-			wantReason: "the hub failed to handle the request (500 ServerError): oops", wantHint: "tracking ID 0123456789abcdef0123456789abcdef"},
+			failure: &iothub.ErrorCode{Name: "ServerError", Number: 500001}, message: "oops",
+			wantReason: "the hub failed to handle the request (500 ServerError): oops", wantHint: "tracking ID "},
 		{name: "other status", device: "d", module: "m", wantStatus: 413,
-			failure:    &clitest.Failure{Status: 413, Code: "TooManyModulesOnDevice", Message: "50"},
+			failure: &iothub.ErrorCode{Name: "TooManyModulesOnDevice", Number: 413003}, message: "50",
 			wantReason: "unexpected answer from the hub (413 TooManyModulesOnDevice): 50"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hub := clitest.Start(t)
-			hub.AddDevice(iothub.Device{DeviceID: "d"})
+			hub.CreateDevice("d")
 			if tt.failure != nil {
-				hub.Fail(*tt.failure)
+				hub.Faults.Add(faults.Rule{Code: *tt.failure, Message: tt.message})
 			}
 			client, cs, err := servicecmd.NewClient(context.Background(), newEnv(hub.Env()), common())
 			if err != nil {
@@ -106,7 +108,7 @@ func TestExplainHubResponses(t *testing.T) {
 			if registry.StatusCode(got) != tt.wantStatus {
 				t.Errorf("status through the explained error = %d, want %d", registry.StatusCode(got), tt.wantStatus)
 			}
-			wantReason := strings.ReplaceAll(tt.wantReason, "HOST", hub.HostName)
+			wantReason := strings.ReplaceAll(tt.wantReason, "HOST", hub.Host())
 			if !strings.Contains(got.Error(), wantReason) {
 				t.Errorf("Explain() = %q, want it to contain %q", got, wantReason)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/clitest"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/createmodule"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
@@ -27,8 +28,8 @@ func testCmd(env *cli.Env) *cobra.Command {
 	})
 }
 
-// startHub returns a fake hub holding myFirstDevice/myFirstModule.
-func startHub(t *testing.T) *clitest.FakeHub {
+// startHub returns an emulator holding myFirstDevice/myFirstModule.
+func startHub(t *testing.T) *clitest.Hub {
 	t.Helper()
 	hub := clitest.Start(t)
 	if res := clitest.Run(t, createmodule.Command, hub.Env(), ""); res.Code != cli.ExitOK {
@@ -37,18 +38,47 @@ func startHub(t *testing.T) *clitest.FakeHub {
 	return hub
 }
 
-func run(t *testing.T, vars map[string]string, stdin string, args ...string) clitest.Result {
+func run(t *testing.T, hub *clitest.Hub, vars map[string]string, stdin string, args ...string) clitest.Result {
 	t.Helper()
-	res := clitest.Run(t, testCmd, vars, stdin, args...)
-	if strings.Contains(res.Stdout+res.Stderr, clitest.PolicyKey) {
+	res := hub.Run(t, testCmd, vars, stdin, args...)
+	if strings.Contains(res.Stdout+res.Stderr, hub.PolicyKey()) {
 		t.Errorf("output contains the policy key")
 	}
 	return res
 }
 
+// ackAfterPolls acts as the module acknowledging, once the twin was read
+// polls times after a desired-property write, every desired property in
+// its reported properties (IoT Plug and Play convention, status code ac).
+func ackAfterPolls(hub *clitest.Hub, polls, ac int) {
+	base := iothub.DocVersion(hub.Twin(deviceID, moduleID).Properties.Desired)
+	seen, done := 0, false
+	hub.Faults.Add(faults.Rule{Op: faults.TwinGet, Do: func(string) {
+		desired := hub.Twin(deviceID, moduleID).Properties.Desired
+		v := iothub.DocVersion(desired)
+		if done || v <= base {
+			return
+		}
+		if seen++; seen <= polls {
+			return
+		}
+		done = true
+		acks := map[string]any{}
+		for k, val := range desired {
+			if !strings.HasPrefix(k, "$") {
+				acks[k] = map[string]any{"value": val, "ac": ac, "av": v, "ad": "done"}
+			}
+		}
+		b, _ := json.Marshal(acks)
+		hub.PatchReported(deviceID, moduleID, string(b))
+	}})
+}
+
+const deviceID, moduleID = "myFirstDevice", "myFirstModule"
+
 // writes returns the twin writes (PATCH/PUT) the hub received since the
 // setup's requests.
-func writes(hub *clitest.FakeHub) []clitest.Request {
+func writes(hub *clitest.Hub) []clitest.Request {
 	var out []clitest.Request
 	for _, r := range hub.Requests() {
 		if strings.HasPrefix(r.Path, "/twins/") && r.Method != http.MethodGet {
@@ -59,7 +89,7 @@ func writes(hub *clitest.FakeHub) []clitest.Request {
 }
 
 // twinRequests lists "METHOD If-Match" for the twin requests.
-func twinRequests(hub *clitest.FakeHub) []string {
+func twinRequests(hub *clitest.Hub) []string {
 	var out []string
 	for _, r := range hub.Requests() {
 		if strings.HasPrefix(r.Path, "/twins/myFirstDevice/modules/myFirstModule") {
@@ -126,7 +156,7 @@ func TestPatchSourcesMerge(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hub := startHub(t)
-			res := run(t, hub.Env(), tt.stdin, tt.args...)
+			res := run(t, hub, hub.Env(), tt.stdin, tt.args...)
 			if res.Code != cli.ExitOK {
 				t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 			}
@@ -149,10 +179,10 @@ func TestPatchSourcesMerge(t *testing.T) {
 
 func TestTextOutputAndRemoval(t *testing.T) {
 	hub := startHub(t)
-	if res := run(t, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=eco"); res.Code != cli.ExitOK {
+	if res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=eco"); res.Code != cli.ExitOK {
 		t.Fatalf("first update: exit %d: %s", res.Code, res.Stderr)
 	}
-	res := run(t, hub.Env(), "", "--set", "mode=null", "--set-tag", "site=lab")
+	res := run(t, hub, hub.Env(), "", "--set", "mode=null", "--set-tag", "site=lab")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -178,7 +208,7 @@ func TestTextOutputAndRemoval(t *testing.T) {
 func TestJSONOutput(t *testing.T) {
 	hub := startHub(t)
 	before := hub.Twin("myFirstDevice", "myFirstModule")
-	res := run(t, hub.Env(), "", "--set", "telemetryInterval=122", "-o", "json")
+	res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=122", "-o", "json")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -259,8 +289,11 @@ func TestConcurrency(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hub := startHub(t)
-			hub.ChangeBeforeNextWrites(tt.concurrent)
-			res := run(t, hub.Env(), "", tt.args...)
+			if tt.concurrent > 0 {
+				hub.Faults.Add(faults.Rule{Op: faults.TwinPatch, Times: tt.concurrent, ChangeTwin: true},
+					faults.Rule{Op: faults.TwinPut, Times: tt.concurrent, ChangeTwin: true})
+			}
+			res := run(t, hub, hub.Env(), "", tt.args...)
 			if res.Code != tt.wantCode {
 				t.Errorf("exit %d, want %d; stderr:\n%s", res.Code, tt.wantCode, res.Stderr)
 			}
@@ -283,10 +316,10 @@ func TestConcurrency(t *testing.T) {
 
 func TestReplace(t *testing.T) {
 	hub := startHub(t)
-	if res := run(t, hub.Env(), "", "--desired", `{"a":1,"b":{"c":2}}`, "--set-tag", "site=lab", "--set-tag", "owner=me"); res.Code != cli.ExitOK {
+	if res := run(t, hub, hub.Env(), "", "--desired", `{"a":1,"b":{"c":2}}`, "--set-tag", "site=lab", "--set-tag", "owner=me"); res.Code != cli.ExitOK {
 		t.Fatalf("setup update: exit %d: %s", res.Code, res.Stderr)
 	}
-	res := run(t, hub.Env(), "", "--replace", "--desired", `{"b":{"d":3}}`, "--set-tag", "owner=null")
+	res := run(t, hub, hub.Env(), "", "--replace", "--desired", `{"b":{"d":3}}`, "--set-tag", "owner=null")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -308,7 +341,7 @@ func TestReplace(t *testing.T) {
 	}
 
 	// Without --tags, replace keeps the tags as they are.
-	if res := run(t, hub.Env(), "", "--replace", "--set", "z=1"); res.Code != cli.ExitOK {
+	if res := run(t, hub, hub.Env(), "", "--replace", "--set", "z=1"); res.Code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}
 	if got := compactDoc(hub.Twin("myFirstDevice", "myFirstModule").Tags); got != `{"site":"lab"}` {
@@ -356,7 +389,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(hub.Requests())
-			res := run(t, hub.Env(), tt.stdin, tt.args...)
+			res := run(t, hub, hub.Env(), tt.stdin, tt.args...)
 			if res.Code != cli.ExitUsage {
 				t.Errorf("exit %d, want %d; stderr:\n%s", res.Code, cli.ExitUsage, res.Stderr)
 			}
@@ -372,7 +405,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHubMaintainedMembersAreDropped(t *testing.T) {
 	hub := startHub(t)
-	res := run(t, hub.Env(), "", "--desired", `{"$version": 7, "$metadata": {}, "a": 1}`)
+	res := run(t, hub, hub.Env(), "", "--desired", `{"$version": 7, "$metadata": {}, "a": 1}`)
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -389,8 +422,8 @@ func TestHubMaintainedMembersAreDropped(t *testing.T) {
 func TestWaitAck(t *testing.T) {
 	t.Run("acknowledged after a few polls", func(t *testing.T) {
 		hub := startHub(t)
-		hub.AckAfterPolls(2, 200)
-		res := run(t, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=null", "--wait-ack", "1m")
+		ackAfterPolls(hub, 2, 200)
+		res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=null", "--wait-ack", "1m")
 		if res.Code != cli.ExitOK {
 			t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 		}
@@ -409,8 +442,8 @@ func TestWaitAck(t *testing.T) {
 	})
 	t.Run("json", func(t *testing.T) {
 		hub := startHub(t)
-		hub.AckAfterPolls(1, 200)
-		res := run(t, hub.Env(), "", "--desired", `{"a":{"b":1}}`, "--wait-ack", "1m", "-o", "json")
+		ackAfterPolls(hub, 1, 200)
+		res := run(t, hub, hub.Env(), "", "--desired", `{"a":{"b":1}}`, "--wait-ack", "1m", "-o", "json")
 		if res.Code != cli.ExitOK {
 			t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 		}
@@ -425,7 +458,7 @@ func TestWaitAck(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		hub := startHub(t)
-		res := run(t, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=eco", "--wait-ack", "30ms")
+		res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=122", "--set", "mode=eco", "--wait-ack", "30ms")
 		if res.Code != cli.ExitFailed {
 			t.Fatalf("exit %d, want 1; stderr:\n%s", res.Code, res.Stderr)
 		}
@@ -441,19 +474,19 @@ func TestWaitAck(t *testing.T) {
 	t.Run("stale acknowledgement", func(t *testing.T) {
 		hub := startHub(t)
 		// The module acknowledged an older version of the property.
-		hub.AckAfterPolls(0, 200)
-		if res := run(t, hub.Env(), "", "--set", "telemetryInterval=60", "--wait-ack", "1m"); res.Code != cli.ExitOK {
+		ackAfterPolls(hub, 0, 200)
+		if res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=60", "--wait-ack", "1m"); res.Code != cli.ExitOK {
 			t.Fatalf("first update: exit %d: %s", res.Code, res.Stderr)
 		}
-		res := run(t, hub.Env(), "", "--set", "telemetryInterval=122", "--wait-ack", "30ms")
+		res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=122", "--wait-ack", "30ms")
 		if res.Code != cli.ExitFailed || !strings.Contains(res.Stderr, "telemetryInterval (acknowledges desired $version 2, waiting for 3)") {
 			t.Errorf("exit %d, stderr %q; want 1 and the stale version", res.Code, res.Stderr)
 		}
 	})
 	t.Run("rejected", func(t *testing.T) {
 		hub := startHub(t)
-		hub.AckAfterPolls(0, 400)
-		res := run(t, hub.Env(), "", "--set", "telemetryInterval=-1", "--wait-ack", "1m")
+		ackAfterPolls(hub, 0, 400)
+		res := run(t, hub, hub.Env(), "", "--set", "telemetryInterval=-1", "--wait-ack", "1m")
 		if res.Code != cli.ExitFailed || !strings.Contains(res.Stderr, `the module rejected desired property "telemetryInterval": rejected with ac 400: done`) {
 			t.Errorf("exit %d, stderr %q; want 1 and the rejection", res.Code, res.Stderr)
 		}
@@ -497,36 +530,36 @@ func TestCheckAck(t *testing.T) {
 func TestHubErrors(t *testing.T) {
 	tests := []struct {
 		name  string
-		setup func(*clitest.FakeHub) map[string]string
+		setup func(*clitest.Hub) map[string]string
 		args  []string
 		want  []string
 	}{
 		{"device missing", nil, []string{"--set", "a=1", "--device-id", "nodev"}, []string{
-			`update-module-twin: read module twin nodev/myFirstModule: device "nodev" does not exist on 127.0.0.1:`,
+			`update-module-twin: read module twin nodev/myFirstModule: device "nodev" does not exist on localhost:`,
 			"hint: create it with: create-module --device-id nodev --module-id myFirstModule"}},
 		{"module missing", nil, []string{"--set", "a=1", "--module-id", "no#mod"}, []string{
 			`module "no#mod" does not exist on device "myFirstDevice"`,
 			"hint: create it with: create-module --device-id myFirstDevice --module-id 'no#mod'"}},
-		{"wrong key", func(hub *clitest.FakeHub) map[string]string {
+		{"wrong key", func(hub *clitest.Hub) map[string]string {
 			env := hub.Env()
-			env[cli.EnvConnectionString] = strings.Replace(hub.ConnectionString(), clitest.PolicyKey, "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=", 1)
+			env[cli.EnvConnectionString] = strings.Replace(hub.ConnectionString(), hub.PolicyKey(), "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=", 1)
 			return env
 		}, []string{"--set", "a=1"}, []string{
 			"the hub refused the connection string's credentials (401 IotHubUnauthorizedAccess)",
 			"needs the ServiceConnect permission (for example the built-in iothubowner or service policy)"}},
-		{"bad request", func(hub *clitest.FakeHub) map[string]string {
-			hub.Fail(clitest.Failure{Method: http.MethodPatch, Status: 400, Code: "ArgumentInvalid", Message: "Twin size exceeds the limit"})
+		{"bad request", func(hub *clitest.Hub) map[string]string {
+			hub.Faults.FailNext(faults.TwinPatch, 0, iothub.ArgumentInvalid, "Twin size exceeds the limit")
 			return hub.Env()
 		}, []string{"--set", "a=1"}, []string{
 			"update-module-twin: update module twin myFirstDevice/myFirstModule: the hub rejected the request (400 ArgumentInvalid): Twin size exceeds the limit"}},
-		{"throttled", func(hub *clitest.FakeHub) map[string]string {
-			hub.Fail(clitest.Failure{Method: http.MethodGet, Status: 429, Code: "ThrottlingException", Message: "throttled"})
+		{"throttled", func(hub *clitest.Hub) map[string]string {
+			hub.Faults.FailNext(faults.TwinGet, 0, iothub.ThrottlingException, "throttled")
 			return hub.Env()
 		}, []string{"--set", "a=1"}, []string{"read module twin myFirstDevice/myFirstModule: the hub is throttling requests and still was after several retries"}},
-		{"server error", func(hub *clitest.FakeHub) map[string]string {
-			hub.Fail(clitest.Failure{Method: http.MethodPatch, Status: 503, Code: "ServiceUnavailable", Message: "busy"})
+		{"server error", func(hub *clitest.Hub) map[string]string {
+			hub.Faults.FailNext(faults.TwinPatch, 0, iothub.ServiceUnavailable, "busy")
 			return hub.Env()
-		}, []string{"--set", "a=1"}, []string{"the hub failed to handle the request (503 ServiceUnavailable): busy", "tracking ID 0123456789abcdef0123456789abcdef"}},
+		}, []string{"--set", "a=1"}, []string{"the hub failed to handle the request (503 ServiceUnavailable): busy", "tracking ID "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -535,7 +568,7 @@ func TestHubErrors(t *testing.T) {
 			if tt.setup != nil {
 				vars = tt.setup(hub)
 			}
-			res := run(t, vars, "", tt.args...)
+			res := run(t, hub, vars, "", tt.args...)
 			if res.Code != cli.ExitFailed {
 				t.Errorf("exit %d, want 1; stderr:\n%s", res.Code, res.Stderr)
 			}
@@ -550,11 +583,11 @@ func TestHubErrors(t *testing.T) {
 
 func TestHelpHidesSecrets(t *testing.T) {
 	hub := startHub(t)
-	res := run(t, hub.Env(), "", "--help")
+	res := run(t, hub, hub.Env(), "", "--help")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d", res.Code)
 	}
-	for _, leak := range []string{clitest.PolicyKey, hub.HostName} {
+	for _, leak := range []string{hub.PolicyKey(), hub.Host()} {
 		if strings.Contains(res.Stdout, leak) {
 			t.Errorf("--help shows %q", leak)
 		}

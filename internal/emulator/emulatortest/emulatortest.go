@@ -65,6 +65,9 @@ func Start(t testing.TB, opts ...Option) *Hub {
 		InMemory: c.dataDir == "",
 		Logger:   slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Faults:   h.Faults,
+		// An HTTP/2 client that a test leaves open would hold Close for
+		// a second after GOAWAY.
+		ShutdownTimeout: 50 * time.Millisecond,
 	}
 	e, err := emulator.Start(context.Background(), cfg)
 	if err != nil {

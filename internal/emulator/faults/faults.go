@@ -55,7 +55,7 @@ const (
 // nothing, so a rule may combine them: Delay, then Do and ChangeTwin, then
 // the failure or Drop (after serving when After is set).
 type Rule struct {
-	Op Op
+	Op Op // "" matches every kind
 	// Target, when set, limits the rule to operations whose target starts
 	// with it.
 	Target string
@@ -90,7 +90,7 @@ type Rule struct {
 }
 
 // Fails reports whether the rule answers with an error.
-func (r Rule) Fails() bool { return r.Code.Name != "" }
+func (r Rule) Fails() bool { return r.Code.Number != 0 }
 
 // Effect is what applies to one operation: the matching rule and the
 // channel a stalled operation waits on.
@@ -169,7 +169,7 @@ func (p *Plan) Inject(op Op, target string) (Effect, bool) {
 	defer p.mu.Unlock()
 	p.seen[op] = append(p.seen[op], target)
 	for i, r := range p.rules {
-		if r.Op != op || !strings.HasPrefix(target, r.Target) {
+		if r.Op != "" && r.Op != op || !strings.HasPrefix(target, r.Target) {
 			continue
 		}
 		if r.skipped < r.Skip {
