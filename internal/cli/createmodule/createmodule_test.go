@@ -152,9 +152,18 @@ func TestJSONOutput(t *testing.T) {
 	}
 }
 
+// withKeys adds the module's keys to vars, as the environment gives them.
+func withKeys(vars map[string]string, primary, secondary string) map[string]string {
+	out := map[string]string{createmodule.EnvPrimaryKey: primary, createmodule.EnvSecondaryKey: secondary}
+	for k, v := range vars {
+		out[k] = v
+	}
+	return out
+}
+
 func TestGivenKeys(t *testing.T) {
 	hub := clitest.Start(t)
-	res := run(t, hub, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB, "-o", "json")
+	res := run(t, hub, withKeys(hub.Env(), keyA, keyB), "", "-o", "json")
 	if res.Code != cli.ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
@@ -167,10 +176,10 @@ func TestGivenKeys(t *testing.T) {
 	}
 
 	// Same keys again: fine. Other keys: the module cannot get them.
-	if res := run(t, hub, hub.Env(), "", "--primary-key", keyA, "--secondary-key", keyB); res.Code != cli.ExitOK {
+	if res := run(t, hub, withKeys(hub.Env(), keyA, keyB), ""); res.Code != cli.ExitOK {
 		t.Errorf("same keys again: exit %d, stderr:\n%s", res.Code, res.Stderr)
 	}
-	res = run(t, hub, hub.Env(), "", "--primary-key", keyB, "--secondary-key", keyA)
+	res = run(t, hub, withKeys(hub.Env(), keyB, keyA), "")
 	if res.Code != cli.ExitFailed || !strings.Contains(res.Stderr, "already exists on device \"myFirstDevice\" with other keys") {
 		t.Errorf("other keys: exit %d, stderr %q; want 1 and a message about other keys", res.Code, res.Stderr)
 	}
@@ -197,10 +206,11 @@ func TestUsageErrors(t *testing.T) {
 		{"device id with slash", hub.Env(), []string{"--device-id", "a/b"}, []string{`--device-id: device ID "a/b" has character '/' at position 2`}},
 		{"empty module id", hub.Env(), []string{"--module-id", ""}, []string{"--module-id: module ID is empty"}},
 		{"long device id", hub.Env(), []string{"--device-id", strings.Repeat("x", 129)}, []string{"129 characters long (at most 128)"}},
-		{"key not base64", hub.Env(), []string{"--primary-key", "not*base64!" + secretish, "--secondary-key", keyB}, []string{"--primary-key: not valid base64"}},
-		{"key too short", hub.Env(), []string{"--primary-key", keyA, "--secondary-key", secretish}, []string{"--secondary-key: decodes to 6 bytes (IoT Hub accepts 16 to 64)"}},
-		{"one key only", hub.Env(), []string{"--primary-key", keyA}, []string{"they must all be set; missing [secondary-key]"}},
-		{"same keys", hub.Env(), []string{"--primary-key", keyA, "--secondary-key", keyA}, []string{"must differ"}},
+		{"key not base64", withKeys(hub.Env(), "not*base64!"+secretish, keyB), nil, []string{"primary key from IOTHUB_MODULE_PRIMARY_KEY: not valid base64"}},
+		{"key too short", withKeys(hub.Env(), keyA, secretish), nil, []string{"secondary key from IOTHUB_MODULE_SECONDARY_KEY: decodes to 6 bytes (IoT Hub accepts 16 to 64)"}},
+		{"one key only", withKeys(hub.Env(), keyA, ""), nil, []string{"primary key is given (IOTHUB_MODULE_PRIMARY_KEY) but not its secondary key"}},
+		{"same keys", withKeys(hub.Env(), keyA, keyA), nil, []string{"must differ"}},
+		{"key as a flag value", hub.Env(), []string{"--primary-key", keyA}, []string{"--primary-key is no longer accepted", "hint: put the key in a file and pass --primary-key-file PATH"}},
 		{"no connection string", map[string]string{}, nil, []string{"no connection string", "hint: set IOTHUB_CONNECTION_STRING"}},
 		{"malformed connection string", map[string]string{cli.EnvConnectionString: "HostName=h;SharedAccessKeyName=p;SharedAccessKey=" + secretish + "%"},
 			nil, []string{"SharedAccessKey: not valid base64 (read from IOTHUB_CONNECTION_STRING)"}},

@@ -306,8 +306,11 @@ func explain(err error, addr, identity string) error {
 	var ce *twinclient.ConnectError
 	if errors.As(err, &ce) {
 		if ce.Unauthorized() {
+			// The refusal does not say why; a token for another host
+			// name is refused just like a wrong key.
 			return cli.WithHint(err, fmt.Sprintf(
-				"check SharedAccessKey in the connection string (create-module prints it) and that %s exists on the hub", identity))
+				"check SharedAccessKey in the connection string (create-module prints it) and that %s exists on the hub\n"+
+					"or check HostName in the connection string: the token is signed for that name, so it must be the hub's own host name, not an IP address or another alias", identity))
 		}
 		return err
 	}

@@ -118,8 +118,10 @@ func (t Target) Explain(err error) error {
 	switch {
 	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 		e.Reason = fmt.Sprintf("the hub refused the connection string's credentials (%s)", status)
-		e.Hint = fmt.Sprintf("check SharedAccessKeyName and SharedAccessKey in the connection string; the shared access policy needs the %s permission (%s)",
-			t.Permission, examplePolicies(t.Permission))
+		if re.Message != "" && !strings.EqualFold(re.Message, "Unauthorized") {
+			e.Reason += ": the hub says " + re.Message
+		}
+		e.Hint = t.credentialsHint(re)
 	case re.StatusCode == http.StatusNotFound:
 		e.Reason = t.notFound(re)
 		if t.SuggestCreate && t.ModuleID != "" {
@@ -144,6 +146,24 @@ func (t Target) Explain(err error) error {
 		e.Reason = withMessage("unexpected answer from the hub ("+status+")", re)
 	}
 	return e
+}
+
+// credentialsHint says what to check after a 401 or 403. The token signs
+// HostName as its audience, so a wrong host name (an IP address or alias
+// of the hub) is refused exactly like a wrong key. The hub rarely says
+// which, so both are named, the host name first when the hub's message
+// points at the token's scope or audience.
+func (t Target) credentialsHint(re *registry.ResponseError) string {
+	key := fmt.Sprintf("check SharedAccessKeyName and SharedAccessKey in the connection string; the shared access policy needs the %s permission (%s)",
+		t.Permission, examplePolicies(t.Permission))
+	msg := strings.ToLower(re.Message)
+	if strings.Contains(msg, "scope") || strings.Contains(msg, "audience") {
+		return fmt.Sprintf("check HostName in the connection string: the token is signed for %s, which the hub does not take as its name; "+
+			"use the hub's own host name (for example MyHub.azure-devices.net), not an IP address or another alias", t.Host) +
+			"\nif it is right, " + key
+	}
+	return key + fmt.Sprintf("\nor check HostName in the connection string: the token is signed for %s, and a name that is not the hub's own "+
+		"(an IP address or another alias) is refused just like a wrong key", t.Host)
 }
 
 func (t Target) notFound(re *registry.ResponseError) string {
