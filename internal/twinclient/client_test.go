@@ -21,6 +21,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/emulatortest"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
@@ -102,95 +105,45 @@ func brief(ev Event) string {
 	return fmt.Sprintf("%s %d %s", ev.Type, ev.Version, b)
 }
 
-// transports are the two ways to reach the fake hub. The WebSocket one goes
+// testHub is the emulator holding the module d1/m1 the tests connect as.
+type testHub struct {
+	*emulatortest.Hub
+	cs connstr.ConnectionString
+}
+
+func newTestHub(t *testing.T) *testHub {
+	t.Helper()
+	h := emulatortest.Start(t)
+	return &testHub{Hub: h, cs: h.CreateModule("d1", "m1")}
+}
+
+func (h *testHub) patchDesired(patch string) int64 { return h.PatchDesired("d1", "m1", patch) }
+
+// logged counts the emulator's log lines containing s.
+func (h *testHub) logged(s string) int { return strings.Count(h.Logs(), s) }
+
+// transports are the two ways to reach the hub. The WebSocket one goes
 // through GatewayHostName, so it also shows that the username and token
 // keep the hub's name while the client dials another host.
 var transports = []struct {
 	name  string
-	setup func(h *fakeHub) (connstr.ConnectionString, []Option)
+	setup func(h *testHub) (connstr.ConnectionString, []Option)
 }{
-	{"tls", func(h *fakeHub) (connstr.ConnectionString, []Option) {
-		return h.connString(), []Option{WithTLSConfig(h.clientTLS), WithMQTTAddr(h.tlsAddr), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
+	{"tls", func(h *testHub) (connstr.ConnectionString, []Option) {
+		return h.cs, []Option{WithTLSConfig(h.ClientTLS()), WithMQTTAddr(h.MQTTAddr()), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
 	}},
-	{"websocket", func(h *fakeHub) (connstr.ConnectionString, []Option) {
-		cs := h.connString()
-		cs.GatewayHostName = h.wsAddr
-		return cs, []Option{WithTLSConfig(h.clientTLS), WithTransport(TransportWebSocket), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
+	{"websocket", func(h *testHub) (connstr.ConnectionString, []Option) {
+		cs := h.cs
+		cs.GatewayHostName = h.HTTPSAddr()
+		return cs, []Option{WithTLSConfig(h.ClientTLS()), WithTransport(TransportWebSocket), WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
 	}},
-}
-
-func TestInitialTwinThenPatchesInOrder(t *testing.T) {
-	t.Parallel()
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			t.Parallel()
-			h := newFakeHub(t)
-			h.patchDesired(`{"telemetryInterval":122}`)
-			cs, opts := tr.setup(h)
-			r := startClient(t, cs, opts...)
-
-			if got, want := brief(r.next(t)), `twin 2 {"telemetryInterval":122}`; got != want {
-				t.Fatalf("first event = %s, want %s", got, want)
-			}
-			patches := []string{`{"n":1}`, `{"n":2,"o":{"deep":[1,2]}}`, `{"telemetryInterval":null}`, `{"n":3}`}
-			var want, got []string
-			for i, p := range patches {
-				v := h.patchDesired(p)
-				want = append(want, fmt.Sprintf("patch %d %s", v, patches[i]))
-			}
-			for range patches {
-				got = append(got, brief(r.next(t)))
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("patches (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestPatchWhileDisconnectedArrivesAsResync(t *testing.T) {
-	t.Parallel()
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			t.Parallel()
-			h := newFakeHub(t)
-			cs, opts := tr.setup(h)
-			r := startClient(t, cs, opts...)
-			if ev := r.next(t); ev.Type != EventTwin {
-				t.Fatalf("first event = %s, want the twin", brief(ev))
-			}
-			h.patchDesired(`{"a":1}`)
-			if got, want := brief(r.next(t)), `patch 2 {"a":1}`; got != want {
-				t.Fatalf("event = %s, want %s", got, want)
-			}
-
-			h.drop(true) // the client cannot reconnect until the gate opens
-			h.patchDesired(`{"b":2}`)
-			h.patchDesired(`{"a":null,"c":3}`)
-			h.openGate()
-
-			if got, want := brief(r.next(t)), `resync 4 {"b":2,"c":3}`; got != want {
-				t.Errorf("event after reconnecting = %s, want %s", got, want)
-			}
-			h.patchDesired(`{"d":4}`)
-			if got, want := brief(r.next(t)), `patch 5 {"d":4}`; got != want {
-				t.Errorf("event = %s, want %s", got, want)
-			}
-			logs := r.logs.String()
-			for _, line := range []string{"connection to " + r.c.Addr() + " lost", "reconnected to " + r.c.Addr()} {
-				if !strings.Contains(logs, line) {
-					t.Errorf("logs lack %q:\n%s", line, logs)
-				}
-			}
-		})
-	}
 }
 
 func TestTokenRenewalLosesNothing(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
-	// The fake hub drops a connection when its token expires, so every
+	// The hub drops a connection when its token expires, so every
 	// renewal must happen in time, and patches keep flowing meanwhile.
 	r := startClient(t, cs, append(opts, WithSASTTL(2*time.Second), WithResyncGrace(2*time.Second))...)
 	first := r.next(t)
@@ -212,7 +165,7 @@ func TestTokenRenewalLosesNothing(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
-	connects, _, expired := h.counts()
+	connects, expired := len(h.Faults.Seen(faults.MQTTConnect)), h.logged("its SAS token expired")
 	if connects < 3 {
 		t.Errorf("%d connections in 5s with a 2s token; want renewals", connects)
 	}
@@ -226,7 +179,7 @@ func TestTokenRenewalLosesNothing(t *testing.T) {
 
 func TestRefusedCredentialsAreFatal(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	cs.SharedAccessKey = base64.StdEncoding.EncodeToString([]byte("not the module's key"))
 	r := startClient(t, cs, opts...)
@@ -238,14 +191,14 @@ func TestRefusedCredentialsAreFatal(t *testing.T) {
 	if !strings.Contains(err.Error(), "d1/m1") || strings.Contains(err.Error(), cs.SharedAccessKey) {
 		t.Errorf("error %q should name the identity and not the key", err)
 	}
-	if _, refused, _ := h.counts(); refused != 1 {
-		t.Errorf("hub refused %d CONNECTs, want exactly 1 (no retry)", refused)
+	if n := len(h.Faults.Seen(faults.MQTTConnect)); n != 1 {
+		t.Errorf("hub saw %d CONNECTs, want exactly 1 (no retry)", n)
 	}
 }
 
 func TestUntrustedCertificateIsFatal(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, append(opts, WithTLSConfig(nil))...) // system roots only
 	err := r.wait(t)
@@ -256,7 +209,7 @@ func TestUntrustedCertificateIsFatal(t *testing.T) {
 
 func TestAckVisibleInReportedProperties(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, opts...)
 	r.next(t)
@@ -268,16 +221,21 @@ func TestAckVisibleInReportedProperties(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateReported: %v", err)
 	}
-	if v != 1 {
-		t.Errorf("reported $version = %d, want 1", v)
+	if v != 2 {
+		t.Errorf("reported $version = %d, want 2 (a new twin's is 1)", v)
 	}
-	got := map[string]string{}
-	for k, raw := range h.reportedDoc() {
-		got[k] = string(raw)
+	got := map[string]any{}
+	for k, raw := range h.Twin("d1", "m1").Properties.Reported {
+		if !strings.HasPrefix(k, "$") {
+			var val any
+			_ = json.Unmarshal(raw, &val)
+			got[k] = val
+		}
 	}
-	want := map[string]string{
-		"telemetryInterval": `{"value":122,"ac":200,"av":2}`,
-		"gone":              `{"value":null,"ac":200,"av":2}`,
+	want := map[string]any{
+		"telemetryInterval": map[string]any{"value": float64(122), "ac": float64(200), "av": float64(2)},
+		// A null in a patch removes the member: the hub keeps no "value".
+		"gone": map[string]any{"ac": float64(200), "av": float64(2)},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("reported properties (-want +got):\n%s", diff)
@@ -286,7 +244,7 @@ func TestAckVisibleInReportedProperties(t *testing.T) {
 
 func TestUpdateReportedRejected(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, opts...)
 	r.next(t)
@@ -301,7 +259,7 @@ func TestUpdateReportedRejected(t *testing.T) {
 
 func TestBlockedHandlerDoesNotStallTheConnection(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	release := make(chan struct{})
 	twin := make(chan struct{})
@@ -358,67 +316,32 @@ func TestBlockedHandlerDoesNotStallTheConnection(t *testing.T) {
 	}
 }
 
-func TestOutOfOrderAndDuplicatePushes(t *testing.T) {
-	t.Parallel()
-	h := newFakeHub(t)
-	cs, opts := transports[0].setup(h)
-	r := startClient(t, cs, opts...)
-	r.next(t)
-	p := func(s string) map[string]json.RawMessage {
-		var m map[string]json.RawMessage
-		_ = json.Unmarshal([]byte(s), &m)
-		return m
-	}
-	// The hub state moves to version 3; the notifications arrive 3, 2, 2.
-	h.mu.Lock()
-	h.desired["x"], h.desired["y"] = json.RawMessage(`1`), json.RawMessage(`2`)
-	h.version = 3
-	h.mu.Unlock()
-	h.push(3, p(`{"y":2}`))
-	h.push(2, p(`{"x":1}`))
-	h.push(2, p(`{"x":1}`))
-	want := []string{`patch 2 {"x":1}`, `patch 3 {"y":2}`}
-	got := []string{brief(r.next(t)), brief(r.next(t))}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("events (-want +got):\n%s", diff)
-	}
-	v := h.patchDesired(`{"z":3}`)
-	if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"z":3}`, v); got != want {
-		t.Errorf("next event = %s, want %s (the duplicate must not show)", got, want)
-	}
-}
-
 func TestLostPushIsRecoveredByReadingTheTwin(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, append(opts, WithResyncGrace(50*time.Millisecond))...)
 	r.next(t)
 	// Versions 2 and 3 are committed but only 3 is pushed: 2 never comes.
-	h.mu.Lock()
-	h.desired["x"], h.desired["y"] = json.RawMessage(`1`), json.RawMessage(`2`)
-	h.version = 3
-	h.mu.Unlock()
-	h.push(3, map[string]json.RawMessage{"y": json.RawMessage(`2`)})
+	h.Faults.Add(faults.Rule{Op: faults.MQTTDesiredPush, Times: 1, Drop: true})
+	h.patchDesired(`{"x":1}`)
+	h.patchDesired(`{"y":2}`)
 	if got, want := brief(r.next(t)), `resync 3 {"x":1,"y":2}`; got != want {
 		t.Errorf("event = %s, want %s", got, want)
 	}
 }
 
 // TestMissingVersionResyncedWhilePatchesKeepComing loses one version while
-// patches keep coming and GETs come faster than the grace period (stale
-// duplicates ask for them, as token renewals do): the missing version must
-// be resynced after a grace period, not once the flow stops.
+// patches keep coming: the missing version must be resynced after a grace
+// period, not once the flow stops.
 func TestMissingVersionResyncedWhilePatchesKeepComing(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, append(opts, WithResyncGrace(time.Second))...)
 	r.next(t)
-	h.mu.Lock()
-	h.desired["lost"] = json.RawMessage(`true`)
-	h.version = 2 // committed, never pushed
-	h.mu.Unlock()
+	h.Faults.Add(faults.Rule{Op: faults.MQTTDesiredPush, Times: 1, Drop: true})
+	h.patchDesired(`{"lost":true}`) // version 2: committed, never pushed
 
 	var resync Event
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -430,9 +353,6 @@ func TestMissingVersionResyncedWhilePatchesKeepComing(t *testing.T) {
 			t.Fatalf("version 2 not resynced within 15s while patches kept coming; log:\n%s", r.logs)
 		}
 		last = h.patchDesired(fmt.Sprintf(`{"seq":%d}`, i))
-		if i%5 == 0 {
-			h.push(1, map[string]json.RawMessage{}) // a stale duplicate: the client reads the twin
-		}
 		select {
 		case ev := <-r.events:
 			resync = ev
@@ -449,37 +369,16 @@ func TestMissingVersionResyncedWhilePatchesKeepComing(t *testing.T) {
 	}
 }
 
-func TestRecreatedTwinResetsTheVersion(t *testing.T) {
-	t.Parallel()
-	h := newFakeHub(t)
-	cs, opts := transports[0].setup(h)
-	r := startClient(t, cs, opts...)
-	r.next(t)
-	for i := range 5 {
-		h.patchDesired(fmt.Sprintf(`{"n":%d}`, i))
-		r.next(t)
-	}
-	h.drop(true)
-	h.recreate(`{"fresh":true}`)
-	h.openGate()
-	if got, want := brief(r.next(t)), `resync 1 {"fresh":true}`; got != want {
-		t.Fatalf("event after the twin was recreated = %s, want %s", got, want)
-	}
-	v := h.patchDesired(`{"n":0}`) // version 2 again, and it must show
-	if got, want := brief(r.next(t)), fmt.Sprintf(`patch %d {"n":0}`, v); got != want {
-		t.Errorf("event = %s, want %s", got, want)
-	}
-}
-
 func TestWebSocketThroughProxy(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
+	proxied := make(chan string, 16)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
 			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
 			return
 		}
-		h.proxied <- r.Host
+		proxied <- r.Host
 		upstream, err := net.Dial("tcp", r.Host)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -504,9 +403,9 @@ func TestWebSocketThroughProxy(t *testing.T) {
 		t.Fatalf("first event = %s, want the twin", brief(ev))
 	}
 	select {
-	case target := <-h.proxied:
-		if target != h.wsAddr {
-			t.Errorf("proxy was asked for %s, want %s", target, h.wsAddr)
+	case target := <-proxied:
+		if target != h.HTTPSAddr() {
+			t.Errorf("proxy was asked for %s, want %s", target, h.HTTPSAddr())
 		}
 	default:
 		t.Error("the connection did not go through the proxy")
@@ -515,14 +414,12 @@ func TestWebSocketThroughProxy(t *testing.T) {
 
 func TestConnectFields(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
+	h := newTestHub(t)
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, append(opts, WithUserAgent("receive-twin-patch/v1.2 (test)"))...)
 	r.next(t)
-	h.mu.Lock()
-	users := append([]string(nil), h.usernames...)
-	h.mu.Unlock()
-	want := []string{"hub.test/d1/m1/?api-version=2021-04-12&DeviceClientType=receive-twin-patch%2Fv1.2+%28test%29"}
+	users := h.Faults.Seen(faults.MQTTConnect)
+	want := []string{h.HostName() + "/d1/m1/?api-version=2021-04-12&DeviceClientType=receive-twin-patch%2Fv1.2+%28test%29"}
 	if diff := cmp.Diff(want, users); diff != "" {
 		t.Errorf("CONNECT usernames (-want +got):\n%s", diff)
 	}
@@ -583,8 +480,8 @@ func TestNewTargets(t *testing.T) {
 
 func TestRefusedSubscriptionIsAskedAgain(t *testing.T) {
 	t.Parallel()
-	h := newFakeHub(t)
-	h.refuseSubs = 2
+	h := newTestHub(t)
+	h.Faults.Add(faults.Rule{Op: faults.MQTTSubscribe, Target: filterDesired, Times: 2, Code: iothub.ServerError})
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, opts...)
 	if ev := r.next(t); ev.Type != EventTwin {
