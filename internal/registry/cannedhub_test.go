@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
@@ -15,19 +16,28 @@ import (
 
 // canned is an answer given byte for byte. The emulator answers as the
 // real hub does; these tests need answers it never gives (a 201 create,
-// error bodies in shapes other hub versions and proxies send), so they
-// talk to a server that only replays the answer.
+// error bodies in shapes other hub versions and proxies send) or exactly
+// the bytes a real hub sent (its recorded sessions), so they talk to a
+// server that only replays answers.
 type canned struct {
 	status int
 	header string // iothub-errorcode
 	body   string
 }
 
-// cannedClient returns a client of a TLS server that gives every request
-// the answer a, and never retries.
-func cannedClient(t *testing.T, a canned) *Client {
+// cannedClient returns a client of a TLS server that gives the requests
+// the answers in turn (the last one to any further request), and never
+// retries.
+func cannedClient(t *testing.T, answers ...canned) *Client {
 	t.Helper()
+	var mu sync.Mutex
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		a := answers[0]
+		if len(answers) > 1 {
+			answers = answers[1:]
+		}
+		mu.Unlock()
 		if a.header != "" {
 			w.Header().Set("iothub-errorcode", a.header)
 		}
