@@ -47,7 +47,9 @@ const (
 	MQTTTwinGet      Op = "mqtt.twin.get"
 	MQTTTwinReported Op = "mqtt.twin.reported"
 	// MQTTDesiredPush is a desired-property patch sent to a module or
-	// device; target: the identity. Drop loses it.
+	// device; target: the identity. Drop loses it, Stall holds it back
+	// (later pushes overtake it) until Release, Duplicate sends it twice;
+	// Delay and Do do not apply.
 	MQTTDesiredPush Op = "mqtt.desired"
 )
 
@@ -78,6 +80,8 @@ type Rule struct {
 	// Stall holds the operation until Plan.Release (or the emulator's
 	// shutdown).
 	Stall bool
+	// Duplicate sends a desired push twice (a held one too).
+	Duplicate bool
 	// ChangeTwin makes another writer change the twin first (twin writes
 	// over the service API), so that an etag read before no longer
 	// matches.

@@ -91,19 +91,38 @@ func (g *Gateway) perturbedTwinRequest(c *conn, rid string, e faults.Effect, ser
 	g.respond(c, e.Code.Status(), rid, "", errorBody(&hub.Error{Code: e.Code, Message: e.ErrorMessage()}))
 }
 
-// lostByPlan reports whether a fault plan loses a desired push. Only Drop
-// applies: pushes are sent on the hub's committing goroutine, which must
-// not wait.
-func (g *Gateway) lostByPlan(id hub.IdentityRef) bool {
+// pushedByPlan applies a fault plan to a desired push; true means the
+// plan took care of it (lost, held back or sent twice). Pushes go out on
+// the hub's committing goroutine, which must not wait, so a held push is
+// sent by a goroutine of its own.
+func (g *Gateway) pushedByPlan(p hub.DesiredPatch, send func()) bool {
 	if g.faults == nil {
 		return false
 	}
-	e, ok := g.faults.Inject(faults.MQTTDesiredPush, id.String())
-	if ok && e.Drop {
-		g.log.Info("desired patch lost", "identity", id.String(), "reason", errDroppedByPlan)
-		return true
+	e, ok := g.faults.Inject(faults.MQTTDesiredPush, p.Identity.String())
+	switch {
+	case !ok:
+		return false
+	case e.Drop:
+		g.log.Info("desired patch lost", "identity", p.Identity.String(), "version", p.Version, "reason", errDroppedByPlan)
+	case e.Stall:
+		go func() {
+			select {
+			case <-e.Released:
+				send()
+				if e.Duplicate {
+					send()
+				}
+			case <-g.closed:
+			}
+		}()
+	case e.Duplicate:
+		send()
+		send()
+	default:
+		return false
 	}
-	return false
+	return true
 }
 
 // Disconnect closes an identity's live connection, as a network failure

@@ -357,9 +357,13 @@ func (g *Gateway) acknowledged(c *conn) {
 }
 
 func (g *Gateway) publishDesired(c *conn, p hub.DesiredPatch) {
-	if g.lostByPlan(p.Identity) {
+	if g.pushedByPlan(p, func() { g.sendDesired(c, p) }) {
 		return
 	}
+	g.sendDesired(c, p)
+}
+
+func (g *Gateway) sendDesired(c *conn, p hub.DesiredPatch) {
 	topic := c.prefix + twinDesiredPrefix + strconv.FormatInt(p.Version, 10)
 	if err := g.srv.Publish(topic, p.Body, false, 1); err != nil {
 		g.log.Debug("desired patch not delivered", "identity", p.Identity.String(), "version", p.Version, "error", err)
