@@ -17,6 +17,16 @@ import (
 // key never reach the service API. Errors are IotHubUnauthorizedAccess and
 // their text names no key or signature.
 func (h *Hub) AuthorizeService(authorization string, need Rights, now time.Time) error {
+	return h.authorizeService(authorization, need, true, now)
+}
+
+// AuthorizeServiceAny is AuthorizeService for an operation that any one of
+// the rights in anyOf allows.
+func (h *Hub) AuthorizeServiceAny(authorization string, anyOf Rights, now time.Time) error {
+	return h.authorizeService(authorization, anyOf, false, now)
+}
+
+func (h *Hub) authorizeService(authorization string, need Rights, all bool, now time.Time) error {
 	if authorization == "" {
 		return unauthorized("missing Authorization header (want a SharedAccessSignature token)")
 	}
@@ -40,6 +50,12 @@ func (h *Hub) AuthorizeService(authorization string, need Rights, now time.Time)
 	host, path := splitResource(tok.Resource)
 	if !h.isOwnHost(host) || len(path) > 0 {
 		return unauthorized("token scope %q is not this hub (%s)", tok.Resource, h.host)
+	}
+	if !all {
+		if need&p.Rights == 0 {
+			return unauthorized("policy %q has none of %s (any one allows this operation)", tok.KeyName, need)
+		}
+		return nil
 	}
 	if missing := need &^ p.Rights; missing != 0 {
 		return unauthorized("policy %q lacks %s", tok.KeyName, missing)

@@ -21,15 +21,20 @@ type twinView struct {
 	CloudToDeviceMessageCount int                        `json:"cloudToDeviceMessageCount"`
 	AuthenticationType        string                     `json:"authenticationType"`
 	X509Thumbprint            iothub.X509Thumbprint      `json:"x509Thumbprint"`
-	Capabilities              *iothub.DeviceCapabilities `json:"capabilities,omitempty"`
 	Version                   int64                      `json:"version"`
 	Tags                      json.RawMessage            `json:"tags,omitempty"`
 	Properties                json.RawMessage            `json:"properties"`
+	Capabilities              *iothub.DeviceCapabilities `json:"capabilities,omitempty"`
 }
 
 // renderTwin writes the full twin of id as the service API returns it.
 // Callers hold h.mu.
-func (h *Hub) renderTwin(id *identity) []byte {
+func (h *Hub) renderTwin(id *identity) []byte { return h.renderTwinAs(id, false) }
+
+// renderTwinAs renders a twin; inQuery selects the form of query results,
+// where module twins carry their device's capabilities too (as a real hub
+// answers).
+func (h *Hub) renderTwinAs(id *identity, inQuery bool) []byte {
 	d := h.devices[id.DeviceID].identity
 	l := h.links[id.ref()]
 	v := twinView{
@@ -45,8 +50,8 @@ func (h *Hub) renderTwin(id *identity) []byte {
 		X509Thumbprint:     iothub.X509Thumbprint{PrimaryThumbprint: id.Auth.PrimaryThumbprint, SecondaryThumbprint: id.Auth.SecondaryThumbprint},
 		Version:            id.Twin.Version,
 	}
-	if !id.ref().IsModule() {
-		v.Capabilities = &iothub.DeviceCapabilities{IoTEdge: id.IoTEdge}
+	if !id.ref().IsModule() || inQuery {
+		v.Capabilities = &iothub.DeviceCapabilities{IoTEdge: d.IoTEdge}
 	}
 	if len(id.Twin.Tags) > 0 {
 		var tags bytes.Buffer

@@ -20,6 +20,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/query"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
@@ -43,12 +44,13 @@ type api struct {
 	now    func() time.Time
 	faults faults.Hook
 	events events.Publisher
+	tokens *query.Tokens // seals query continuation tokens
 }
 
 // Register mounts the service API on mux. Anything mux does not otherwise
 // route gets a 404 error body.
 func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
-	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults, events: opts.Events}
+	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults, events: opts.Events, tokens: query.NewTokens()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -60,6 +62,11 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 	})
 	a.route(mux, "/devices", map[string]operation{
 		http.MethodGet: {need: hub.RegistryRead, fault: faults.DeviceList, run: a.listDevices},
+	})
+	// More specific than /devices/{id}, so a device called "query" keeps
+	// its GET, PUT and DELETE.
+	a.route(mux, "POST /devices/query", map[string]operation{
+		http.MethodPost: {need: hub.RegistryRead | hub.ServiceConnect, anyOf: true, run: a.queryTwins},
 	})
 	a.route(mux, "/devices/{id}", map[string]operation{
 		http.MethodGet:    {need: hub.RegistryRead, fault: faults.DeviceGet, run: a.getDevice},
@@ -89,6 +96,7 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 // operation is one method of a route: the rights it needs and its body.
 type operation struct {
 	need   hub.Rights
+	anyOf  bool // any one right of need is enough
 	public bool
 	fault  faults.Op // the kind a fault plan knows it by
 	run    func(w http.ResponseWriter, r *http.Request) error
@@ -109,7 +117,11 @@ func (a *api) route(mux *http.ServeMux, pattern string, ops map[string]operation
 			return &hub.Error{Code: iothub.MethodNotAllowed, Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, pattern, strings.Join(allowed, ", "))}
 		}
 		if !op.public {
-			if err := a.hub.AuthorizeService(r.Header.Get("Authorization"), op.need, a.now()); err != nil {
+			authorize := a.hub.AuthorizeService
+			if op.anyOf {
+				authorize = a.hub.AuthorizeServiceAny
+			}
+			if err := authorize(r.Header.Get("Authorization"), op.need, a.now()); err != nil {
 				return err
 			}
 		}
