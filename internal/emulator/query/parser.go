@@ -209,7 +209,7 @@ func (p *parser) item() (Item, error) {
 		}
 		it.Name, it.Aliased = a.text, true
 	}
-	if it.Name == "" {
+	if it.Name == "" && it.Agg == "" {
 		return it, errAt(t, "a projection ending in an array index needs a name: add AS name")
 	}
 	return it, nil
