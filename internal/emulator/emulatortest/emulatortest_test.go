@@ -104,6 +104,19 @@ func TestFailNextAnswersWithTheHubsErrorBody(t *testing.T) {
 	}
 }
 
+func TestFailedQuery(t *testing.T) {
+	h := emulatortest.Start(t)
+	h.CreateModule("d1", "m1")
+	c := h.HTTPClient()
+	h.Faults.FailNext(faults.Query, 1, iothub.ThrottlingException, "")
+	for _, want := range []int{http.StatusTooManyRequests, http.StatusOK} {
+		status, _, body, err := service(t, h, c, http.MethodPost, "/devices/query", "", `{"query":"SELECT * FROM devices"}`)
+		if err != nil || status != want {
+			t.Errorf("query = %d %s, %v; want %d", status, body, err, want)
+		}
+	}
+}
+
 func TestChangeTwinMakesTheEtagStale(t *testing.T) {
 	h := emulatortest.Start(t)
 	h.CreateModule("d1", "m1")

@@ -29,6 +29,7 @@ const (
 	TwinGet      Op = "twin.get"
 	TwinPatch    Op = "twin.patch"
 	TwinPut      Op = "twin.put"
+	Query        Op = "query" // POST /devices/query
 )
 
 // MQTT operations; their target is given with each.

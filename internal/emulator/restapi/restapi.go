@@ -66,7 +66,7 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 	// More specific than /devices/{id}, so a device called "query" keeps
 	// its GET, PUT and DELETE.
 	a.route(mux, "POST /devices/query", map[string]operation{
-		http.MethodPost: {need: hub.RegistryRead | hub.ServiceConnect, anyOf: true, run: a.queryTwins},
+		http.MethodPost: {need: hub.RegistryRead | hub.ServiceConnect, anyOf: true, fault: faults.Query, run: a.queryTwins},
 	})
 	a.route(mux, "/devices/{id}", map[string]operation{
 		http.MethodGet:    {need: hub.RegistryRead, fault: faults.DeviceGet, run: a.getDevice},
