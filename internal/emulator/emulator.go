@@ -348,3 +348,22 @@ func EnvLines(dataDir, hostName, port, mqttAddr string) (string, error) {
 	}
 	return "", fmt.Errorf("data directory %s has no %s policy", dataDir, hub.PolicyOwner)
 }
+
+// ServiceSettings returns the iothubowner connection string of the hub
+// kept in dataDir, as served at hostName:port, and its CA file, without
+// creating anything.
+func ServiceSettings(dataDir, hostName, port string) (connectionString, caFile string, err error) {
+	if _, err := os.Stat(filepath.Join(dataDir, policiesFile)); err != nil {
+		return "", "", fmt.Errorf("no hub in data directory %s (start iothub-emulator, or set the connection string): %w", dataDir, err)
+	}
+	policies, err := loadOrCreatePolicies(dataDir)
+	if err != nil {
+		return "", "", err
+	}
+	for _, p := range policies {
+		if p.KeyName == hub.PolicyOwner {
+			return policyConnectionString(hostName, port, p), filepath.Join(dataDir, certs.CAFile), nil
+		}
+	}
+	return "", "", fmt.Errorf("data directory %s has no %s policy", dataDir, hub.PolicyOwner)
+}

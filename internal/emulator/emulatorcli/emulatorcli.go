@@ -141,7 +141,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	// --version without the -v shorthand cobra would add: -v means --verbose
 	// in the other tools.
 	cmd.Flags().Bool("version", false, "print the version and exit")
-	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr))
+	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr), newMonitorCommand(stdout, stderr, &o, dirErr))
 	return cmd
 }
 
