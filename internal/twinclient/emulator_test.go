@@ -17,8 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
-	"github.com/moduletwin/iothub-module-twin/internal/emulator"
-	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/emulatortest"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
 	"github.com/moduletwin/iothub-module-twin/internal/syncio"
@@ -29,7 +28,7 @@ import (
 // of its MQTT and HTTPS listeners that a test can cut to make the client's
 // connection drop.
 type hubEnv struct {
-	em       *emulator.Emulator
+	em       *emulatortest.Hub
 	reg      *registry.Client
 	host     string // the hub's host name, without port
 	mqttLink *link  // in front of the MQTT/TLS listener
@@ -39,30 +38,22 @@ type hubEnv struct {
 
 func newHubEnv(t *testing.T) *hubEnv {
 	t.Helper()
-	em, err := emulator.Start(context.Background(), emulator.Config{HTTPSAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", InMemory: true})
-	if err != nil {
-		t.Fatalf("start emulator: %v", err)
-	}
-	t.Cleanup(func() { em.Close() })
-	tlsConf, err := hubtls.Config(em.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	em := emulatortest.Start(t)
 	svc, err := connstr.Parse(em.ServiceConnectionString())
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.NewClient(svc, &registry.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hubtls.HTTPClient(tlsConf)}})
+	reg, err := registry.NewClient(svc, &registry.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: em.HTTPClient()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &hubEnv{
 		em:       em,
 		reg:      reg,
-		host:     svc.Host(),
+		host:     em.HostName(),
 		mqttLink: newLink(t, em.MQTTAddr()),
 		wssLink:  newLink(t, em.HTTPSAddr()),
-		opts:     []twinclient.Option{twinclient.WithTLSConfig(tlsConf), twinclient.WithBackoff(10*time.Millisecond, 200*time.Millisecond)},
+		opts:     []twinclient.Option{twinclient.WithTLSConfig(em.ClientTLS()), twinclient.WithBackoff(10*time.Millisecond, 200*time.Millisecond)},
 	}
 }
 

@@ -18,51 +18,32 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/cli/receivepatch"
 	"github.com/moduletwin/iothub-module-twin/internal/cli/updatetwin"
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
-	"github.com/moduletwin/iothub-module-twin/internal/emulator"
-	"github.com/moduletwin/iothub-module-twin/internal/hubtls"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/emulatortest"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/registry"
 )
 
 const testKey = "c2VjcmV0LWtleS1ub2JvZHktc2hvdWxkLXNlZQ==" // "secret-key-nobody-should-see"
 
-// hub is a running emulator with one module.
+// hub is a running emulator with one module, dev/mod.
 type hub struct {
-	em     *emulator.Emulator
+	em     *emulatortest.Hub
 	reg    *registry.Client
 	module connstr.ConnectionString
 }
 
 func newHub(t *testing.T) *hub {
 	t.Helper()
-	em, err := emulator.Start(context.Background(), emulator.Config{HTTPSAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", InMemory: true})
-	if err != nil {
-		t.Fatalf("start emulator: %v", err)
-	}
-	t.Cleanup(func() { em.Close() })
-	tlsConf, err := hubtls.Config(em.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	em := emulatortest.Start(t)
 	svc, err := connstr.Parse(em.ServiceConnectionString())
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.NewClient(svc, &registry.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hubtls.HTTPClient(tlsConf)}})
+	reg, err := registry.NewClient(svc, &registry.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: em.HTTPClient()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
-	if _, err := reg.CreateDevice(ctx, iothub.Device{DeviceID: "dev"}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := reg.CreateModule(ctx, iothub.Module{DeviceID: "dev", ModuleID: "mod"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &hub{em: em, reg: reg, module: connstr.ConnectionString{
-		HostName: svc.HostName, DeviceID: "dev", ModuleID: "mod", SharedAccessKey: m.Authentication.SymmetricKey.PrimaryKey,
-	}}
+	return &hub{em: em, reg: reg, module: em.CreateModule("dev", "mod")}
 }
 
 func testCtx(t *testing.T) context.Context {
