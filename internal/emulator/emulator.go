@@ -22,6 +22,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
@@ -58,6 +59,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for requests in flight
 	// and for clients to hang up; 0 = 5 s.
 	ShutdownTimeout time.Duration
+	// OnMethodCall, if set, is told about every finished direct method
+	// call (never its payloads); it must not block.
+	OnMethodCall func(methods.Call)
 }
 
 // Emulator is a running local IoT Hub.
@@ -139,9 +143,10 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
+	engine := methods.New(methods.Options{Logger: e.log.With("component", "methods"), OnCall: cfg.OnMethodCall})
 	e.stopHub = e.hub.Subscribe(hubEvents(e.bus))
 	e.mux = http.NewServeMux()
-	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults, Events: e.bus})
+	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults, Events: e.bus, Methods: engine})
 	e.mux.Handle(eventapi.Path, &eventapi.Handler{Hub: e.hub, Bus: e.bus, Done: e.closing, Buffer: cfg.EventBuffer})
 	mqttAddr := cfg.MQTTAddr
 	if mqttAddr == "" {
@@ -155,6 +160,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		Faults:    cfg.Faults,
 		Events:    e.bus,
 		Messages:  e.messages,
+		Methods:   engine,
 	}); err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ type ErrorCode struct {
 // Status returns the HTTP status of the code.
 func (c ErrorCode) Status() int { return c.Number / 1000 }
 
-// Error codes used by the registry and twin APIs.
+// Error codes used by the registry, twin and direct method APIs.
 var (
 	ArgumentInvalid                           = ErrorCode{"ArgumentInvalid", 400004}
 	ArgumentNull                              = ErrorCode{"ArgumentNull", 400005}
@@ -21,6 +21,8 @@ var (
 	DeviceNotFound                            = ErrorCode{"DeviceNotFound", 404001}
 	ModuleNotFound                            = ErrorCode{"ModuleNotFound", 404010}
 	NotFound                                  = ErrorCode{"NotFound", 404000}
+	DeviceNotOnline                           = ErrorCode{"DeviceNotOnline", 404103}
+	DeviceConnectionClosedRemotely            = ErrorCode{"DeviceConnectionClosedRemotely", 404104}
 	MethodNotAllowed                          = ErrorCode{"MethodNotAllowed", 405000}
 	DeviceAlreadyExists                       = ErrorCode{"DeviceAlreadyExists", 409001}
 	ModuleAlreadyExistsOnDevice               = ErrorCode{"ModuleAlreadyExistsOnDevice", 409301}
@@ -32,6 +34,7 @@ var (
 	ThrottlingBacklogTimeout                  = ErrorCode{"ThrottlingBacklogTimeout", 429003}
 	ServerError                               = ErrorCode{"ServerError", 500001}
 	ServiceUnavailable                        = ErrorCode{"ServiceUnavailable", 503001}
+	GatewayTimeout                            = ErrorCode{"GatewayTimeout", 504101}
 )
 
 var codesByName = map[string]ErrorCode{}
@@ -43,6 +46,7 @@ func init() {
 		MethodNotAllowed, DeviceAlreadyExists, ModuleAlreadyExistsOnDevice, PreconditionFailed,
 		MessageTooLarge, TooManyDevices, TooManyModulesOnDevice, ThrottlingException,
 		ThrottlingBacklogTimeout, ServerError, ServiceUnavailable,
+		DeviceNotOnline, DeviceConnectionClosedRemotely, GatewayTimeout,
 	} {
 		codesByName[c.Name] = c
 	}

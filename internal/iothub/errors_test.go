@@ -17,6 +17,8 @@ var documentedCodes = []struct {
 	{"NotFound", 404000, 404},
 	{"DeviceNotFound", 404001, 404},
 	{"ModuleNotFound", 404010, 404},
+	{"DeviceNotOnline", 404103, 404},
+	{"DeviceConnectionClosedRemotely", 404104, 404},
 	{"MethodNotAllowed", 405000, 405},
 	{"DeviceAlreadyExists", 409001, 409},
 	{"ModuleAlreadyExistsOnDevice", 409301, 409},
@@ -28,6 +30,7 @@ var documentedCodes = []struct {
 	{"ThrottlingBacklogTimeout", 429003, 429},
 	{"ServerError", 500001, 500},
 	{"ServiceUnavailable", 503001, 503},
+	{"GatewayTimeout", 504101, 504},
 }
 
 func TestLookupErrorCode(t *testing.T) {

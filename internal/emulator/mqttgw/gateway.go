@@ -19,6 +19,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	Events events.Publisher
 	// Messages keeps device-to-cloud messages; nil keeps none.
 	Messages *telemetry.Buffer
+	// Methods, if set, gets the connections that listen for direct
+	// methods and their answers.
+	Methods *methods.Engine
 }
 
 // Gateway serves IoT Hub's device-side MQTT dialect on an embedded broker:
@@ -56,6 +60,7 @@ type Config struct {
 // ServeHTTP.
 type Gateway struct {
 	hub      Hub
+	methods  *methods.Engine
 	log      *slog.Logger
 	faults   faults.Hook
 	closed   chan struct{} // closed by Close: stalled operations give up
@@ -98,6 +103,7 @@ type conn struct {
 	mu      sync.Mutex
 	acked   bool
 	pending []hub.DesiredPatch
+	methods *methods.Attachment // set while it answers direct methods
 }
 
 // touch records activity on c, at most once a second per connection.
@@ -143,6 +149,7 @@ func Start(cfg Config) (*Gateway, error) {
 
 	g := &Gateway{
 		hub:      cfg.Hub,
+		methods:  cfg.Methods,
 		log:      log,
 		faults:   cfg.Faults,
 		closed:   make(chan struct{}),
@@ -246,6 +253,9 @@ func (g *Gateway) connected(c *conn, tokenExpiry time.Time) bool {
 	g.conns.Store(c.cl.Net.Conn, c)
 	if old, ok := g.live.Swap(c.id, c); ok {
 		old.(*conn).live.Store(false)
+		// Its calls in flight end now: the broker may already have moved
+		// its subscriptions to c, which never got those requests.
+		g.detachMethods(old.(*conn))
 	}
 	c.live.Store(true)
 	err := g.hub.SetConnectionState(c.id, true, now)
@@ -298,6 +308,7 @@ func (g *Gateway) disconnected(nc net.Conn, reason string) (*conn, bool) {
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
+	g.detachMethods(c)
 	mu := g.stripe(c.id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -349,11 +360,14 @@ func (g *Gateway) deliverDesired(p hub.DesiredPatch) {
 // and later ones directly.
 func (g *Gateway) acknowledged(c *conn) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, p := range c.pending {
 		g.publishDesired(c, p)
 	}
 	c.pending, c.acked = nil, true
+	c.mu.Unlock()
+	if g.subscribedToMethods(c) {
+		g.attachMethods(c)
+	}
 }
 
 func (g *Gateway) publishDesired(c *conn, p hub.DesiredPatch) {

@@ -46,7 +46,9 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnPacketRead,
 		mqtt.OnACLCheck,
 		mqtt.OnSubscribe,
+		mqtt.OnSubscribed,
 		mqtt.OnUnsubscribe,
+		mqtt.OnUnsubscribed,
 		mqtt.OnPublish,
 		mqtt.OnPacketEncode,
 	}, b) >= 0
@@ -229,6 +231,30 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
+// OnSubscribed starts direct method delivery once the methods filter is
+// granted; it runs before the SUBACK goes out, so a client holding that
+// SUBACK can already be called.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if c := h.g.connOf(cl); c != nil && hasMethodsFilter(c, filterNames(pk.Filters), codes) {
+		h.g.attachMethods(c)
+	}
+}
+
+// OnUnsubscribed stops direct method delivery when the methods filter goes.
+func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if c := h.g.connOf(cl); c != nil && hasMethodsFilter(c, filterNames(pk.Filters), nil) {
+		h.g.detachMethods(c)
+	}
+}
+
+func filterNames(subs packets.Subscriptions) []string {
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.Filter
+	}
+	return names
+}
+
 // OnUnsubscribe maps filters to their internal form.
 func (h *hook) OnUnsubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	c := h.g.connOf(cl)
@@ -246,7 +272,7 @@ func (h *hook) OnUnsubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 	return pk
 }
 
-// OnPublish serves twin requests and drops everything else a client
+// OnPublish serves twin requests and method answers and drops everything else a client
 // publishes: nothing is ever routed from one client to another. The
 // broker still acknowledges QoS 1 publishes.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -270,7 +296,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 	case publishMethodResult:
-		h.g.log.Debug("dropped direct method result", "identity", c.id.String(), "topic", pk.TopicName)
+		h.g.methodResponse(c, pk.TopicName, pk.Payload)
 	}
 	return pk, packets.CodeSuccessIgnore
 }

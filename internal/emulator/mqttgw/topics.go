@@ -13,15 +13,16 @@ import (
 
 // IoT Hub's MQTT topic names and filters (identical for every client).
 const (
-	twinResponseFilter  = "$iothub/twin/res/#"
-	twinResponsePrefix  = "$iothub/twin/res/"
-	twinDesiredFilter   = "$iothub/twin/PATCH/properties/desired/#"
-	twinDesiredPrefix   = "$iothub/twin/PATCH/properties/desired/?$version="
-	twinGetPrefix       = "$iothub/twin/GET/?"
-	twinReportedPrefix  = "$iothub/twin/PATCH/properties/reported/?"
-	methodsFilter       = "$iothub/methods/POST/#"
-	streamsFilter       = "$iothub/streams/POST/#"
-	methodsResultPrefix = "$iothub/methods/res/"
+	twinResponseFilter   = "$iothub/twin/res/#"
+	twinResponsePrefix   = "$iothub/twin/res/"
+	twinDesiredFilter    = "$iothub/twin/PATCH/properties/desired/#"
+	twinDesiredPrefix    = "$iothub/twin/PATCH/properties/desired/?$version="
+	twinGetPrefix        = "$iothub/twin/GET/?"
+	twinReportedPrefix   = "$iothub/twin/PATCH/properties/reported/?"
+	methodsFilter        = "$iothub/methods/POST/#"
+	methodsRequestPrefix = "$iothub/methods/POST/"
+	streamsFilter        = "$iothub/streams/POST/#"
+	methodsResultPrefix  = "$iothub/methods/res/"
 )
 
 // maxSubscriptions is how many topic filters a client may hold at once.

@@ -1,5 +1,5 @@
-// Package restapi serves IoT Hub's service API (identity registry and
-// twins) over HTTP for the emulator's hub: routes, SAS authorization,
+// Package restapi serves IoT Hub's service API (identity registry, twins
+// and direct method invocation) over HTTP for the emulator's hub: routes, SAS authorization,
 // If-Match, and errors in the shape real hubs send.
 package restapi
 
@@ -21,6 +21,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/query"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
@@ -36,6 +37,9 @@ type Options struct {
 	Now    func() time.Time // nil = time.Now
 	Faults faults.Hook      // nil = none: answer as a real hub
 	Events events.Publisher // gets each request (method, path, status, duration); nil = none
+	// Methods serves direct method invocations; nil leaves them
+	// unrouted (404).
+	Methods *methods.Engine
 }
 
 type api struct {
@@ -88,6 +92,9 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 	}
 	a.route(mux, "/twins/{id}", twinOps)
 	a.route(mux, "/twins/{id}/modules/{mid}", twinOps)
+	if opts.Methods != nil {
+		a.registerMethods(mux, opts.Methods)
+	}
 	mux.Handle("/", a.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return &hub.Error{Code: iothub.NotFound, Message: fmt.Sprintf("no such resource: %s", r.URL.EscapedPath())}
 	}))
@@ -165,9 +172,13 @@ func (a *api) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.H
 			}})
 		}
 		var he *hub.Error
-		if errors.As(err, &he) {
+		var me *methods.Error
+		switch {
+		case errors.As(err, &he):
 			// What the client was told: it names no key or signature.
 			attrs = append(attrs, "error", he.Error())
+		case errors.As(err, &me):
+			attrs = append(attrs, "error", me.Error())
 		}
 		a.log.Log(r.Context(), level, "request", attrs...)
 	})
@@ -209,6 +220,12 @@ type errorBody struct {
 }
 
 func (a *api) writeError(w http.ResponseWriter, requestID string, err error) {
+	var me *methods.Error
+	if errors.As(err, &me) {
+		w.Header()["iothub-errorcode"] = []string{me.Code.Name}
+		writeRaw(w, me.Code.Status(), a.methodErrorBody(requestID, me))
+		return
+	}
 	var he *hub.Error
 	if !errors.As(err, &he) {
 		a.log.Error("request failed", "request_id", requestID, "err", err)
