@@ -83,6 +83,21 @@ func TestNodeSDKs(t *testing.T) {
 	}
 }
 
+// TestNodeSDKMethods runs interop/node/methods.test.js: direct methods on a
+// module and on a device, answered by the device SDK over MQTT.
+func TestNodeSDKMethods(t *testing.T) {
+	requireNode(t)
+	em := startEmulator(t)
+	cmd := exec.Command("node", "--test", "--test-reporter=spec", "methods.test.js")
+	cmd.Dir = "node"
+	cmd.Env = nodeEnv(em)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test methods.test.js:\n%s", out)
+	if err != nil {
+		t.Fatalf("Node.js SDK method tests failed: %v", err)
+	}
+}
+
 // TestReceiveTwinPatchWithNodeService checks receive-twin-patch against a
 // desired patch sent by Microsoft's Node.js service SDK.
 func TestReceiveTwinPatchWithNodeService(t *testing.T) {
