@@ -59,9 +59,6 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for requests in flight
 	// and for clients to hang up; 0 = 5 s.
 	ShutdownTimeout time.Duration
-	// OnMethodCall, if set, is told about every finished direct method
-	// call (never its payloads); it must not block.
-	OnMethodCall func(methods.Call)
 }
 
 // Emulator is a running local IoT Hub.
@@ -143,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine := methods.New(methods.Options{Logger: e.log.With("component", "methods"), OnCall: cfg.OnMethodCall})
+	engine := methods.New(methods.Options{Logger: e.log.With("component", "methods"), OnCall: methodEvents(e.bus)})
 	e.stopHub = e.hub.Subscribe(hubEvents(e.bus))
 	e.mux = http.NewServeMux()
 	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults, Events: e.bus, Methods: engine})

@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
@@ -167,6 +168,8 @@ func TestMethodCallRoundTrip(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(string(tr), func(t *testing.T) {
 			e := newEnv(t)
+			sub := e.em.Events().Subscribe(events.Filter{Kinds: map[events.Kind]bool{events.Method: true}}, 10)
+			defer sub.Close()
 			for _, id := range []identity{e.module(t, "dev", "mod"), e.device(t, "dev2")} {
 				c := e.dial(t, tr, id)
 				c.subscribe(t, 0, methodsFilter)
@@ -181,6 +184,15 @@ func TestMethodCallRoundTrip(t *testing.T) {
 				if a.status != 200 || string(a.body) != `{"status":201,"payload":{"rebooting": true}}` {
 					t.Fatalf("%s: answer %d %s, want 200 with the device's status and payload", id.clientID(), a.status, a.body)
 				}
+				select {
+				case ev := <-sub.C():
+					if ev.DeviceID != id.ref.DeviceID || ev.ModuleID != id.ref.ModuleID || ev.Method == nil ||
+						ev.Method.Name != "reboot" || ev.Method.Status != 201 || ev.Method.Error != "" {
+						t.Errorf("event %+v %+v, want reboot on %s with status 201", ev, ev.Method, id.clientID())
+					}
+				case <-time.After(waitFor):
+					t.Fatal("no method event")
+				}
 
 				call = e.invokeAsync(t, id, `{"methodName":"ping"}`)
 				req = c.nextRequest(t)
@@ -190,6 +202,9 @@ func TestMethodCallRoundTrip(t *testing.T) {
 				c.answer(t, "200", req.rid, "")
 				if a := wait(t, call); a.status != 200 || string(a.body) != `{"status":200,"payload":null}` {
 					t.Fatalf("%s: answer %d %s, want 200 {\"status\":200,\"payload\":null}", id.clientID(), a.status, a.body)
+				}
+				if ev := <-sub.C(); ev.Method.Name != "ping" {
+					t.Errorf("event %+v, want ping's", ev.Method)
 				}
 			}
 			if !regexp.MustCompile(`level=INFO msg="direct method call" component=methods method=reboot target=dev/mod duration=\S+ status=201`).MatchString(e.logs.String()) ||
@@ -298,6 +313,8 @@ func TestMethodResponseTimeout(t *testing.T) {
 	o := e.dial(t, overTLS, other)
 	o.subscribe(t, 0, methodsFilter)
 
+	sub := e.em.Events().Subscribe(events.Filter{Kinds: map[events.Kind]bool{events.Method: true}}, 10)
+	defer sub.Close()
 	slow := e.invokeAsync(t, mod, `{"methodName":"hang","responseTimeoutInSeconds":5}`)
 	req := c.nextRequest(t)
 
@@ -315,6 +332,14 @@ func TestMethodResponseTimeout(t *testing.T) {
 	}
 
 	got := checkMethodError(t, wait(t, slow), 504, "GatewayTimeout", 504101)
+	for ev := range sub.C() {
+		if ev.Method.Name == "hang" {
+			if ev.Method.Status != 504 || ev.Method.Error != "GatewayTimeout" {
+				t.Errorf("event %+v, want the call's 504 GatewayTimeout", ev.Method)
+			}
+			break
+		}
+	}
 	if got.Message != "Timed out waiting for the response from device." || !got.hasInfo || len(got.Info) != 0 {
 		t.Errorf("error %+v, want the hub's message and info {}", got)
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
-	"github.com/moduletwin/iothub-module-twin/internal/emulator/query"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/query"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 )
 
