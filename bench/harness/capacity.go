@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,10 @@ type ScalePoint struct {
 	ConnectsPerSec  float64 `json:"connectsPerSec"`     // while reaching this level
 	DeliveryMS      Summary `json:"deliveryMs"`         // PATCH sent → patch read by the module
 	PatchResponseMS Summary `json:"patchResponseMs"`
+	// MethodRoundTripMS is direct method calls one at a time, from just
+	// before the service's POST to its answer read, through a module
+	// that answers at once (nil at levels not probed).
+	MethodRoundTripMS *Summary `json:"methodRoundTripMs,omitempty"`
 	// Sustained is the sustained PATCH rate at this level, spread over
 	// the connected modules (nil below the worker count).
 	Sustained *Throughput `json:"sustained,omitempty"`
@@ -124,7 +129,8 @@ func runCapacity(ctx context.Context, cfg config, em *emulatorProc) (CapacityRes
 	logf("capacity: created %d devices at %.0f/s and %d modules at %.0f/s", creates.Devices, creates.DevicesPerSec, creates.Modules, creates.ModulesPerSec)
 
 	f := &fleet{
-		cfg:     loadgen.ModuleConfig{Addr: mqttAddr, HostName: hostName, TLS: cfg.tls, KeepAlive: 15 * time.Minute},
+		cfg: loadgen.ModuleConfig{Addr: mqttAddr, HostName: hostName, TLS: cfg.tls, KeepAlive: 15 * time.Minute,
+			AnswerMethods: true},
 		modules: modules,
 		sentAt:  make([]atomic.Int64, len(modules)),
 		probe:   make(chan time.Time, 1),
@@ -165,6 +171,14 @@ func runCapacity(ctx context.Context, cfg config, em *emulatorProc) (CapacityRes
 		}
 		logf("capacity: %d connected: emulator RSS %.1f MB (%.1f KB each), delivery p50 %.2f ms p99 %.2f ms",
 			level, pt.EmulatorRSSMB, pt.RSSPerConnKB, pt.DeliveryMS.Median, pt.DeliveryMS.P99)
+		if slices.Contains(cfg.methodLevels, level) {
+			rt, err := f.probeMethods(ctx, svc, cfg.probes)
+			if err != nil {
+				return res, err
+			}
+			pt.MethodRoundTripMS = &rt
+			logf("capacity: %d connected: direct method round trip p50 %.2f ms p99 %.2f ms", level, rt.Median, rt.P99)
+		}
 		if level >= cfg.levelWorkers {
 			tp, err := f.sustain(ctx, svc, em, cfg.levelWorkers, cfg.throughputWarmup, cfg.throughputTime)
 			if err != nil {
@@ -343,6 +357,32 @@ func (f *fleet) probeLatency(ctx context.Context, svc *loadgen.Service, n int) (
 		f.probeIdx.Store(-1)
 	}
 	return summarize(durationsMS(lat)), summarize(durationsMS(resp)), nil
+}
+
+// probeMethods calls a direct method on connected modules spread over the
+// fleet, one call at a time (after a short warm-up), and times each from
+// just before the POST to the answer; every module answers at once with
+// the payload it got.
+func (f *fleet) probeMethods(ctx context.Context, svc *loadgen.Service, n int) (Summary, error) {
+	const warmup = 20
+	connected := len(f.conns)
+	var took []time.Duration
+	for k := -warmup; k < n; k++ {
+		i := (k + warmup) * 7919 % connected
+		start := time.Now()
+		res, err := svc.InvokeMethod(ctx, f.modules[i], "probe", map[string]int{"probe": k})
+		if err != nil {
+			return Summary{}, fmt.Errorf("module %d: %w", i, err)
+		}
+		elapsed := time.Since(start)
+		if want := fmt.Sprintf(`{"probe":%d}`, k); res.Status != 200 || string(res.Payload) != want {
+			return Summary{}, fmt.Errorf("module %d answered %d %s, want 200 %s", i, res.Status, res.Payload, want)
+		}
+		if k >= 0 {
+			took = append(took, elapsed)
+		}
+	}
+	return summarize(durationsMS(took)), nil
 }
 
 // sustain runs workers that PATCH connected modules' twins as fast as the

@@ -42,6 +42,7 @@ type config struct {
 	latencyWarmup int
 
 	levels           []int
+	methodLevels     []int
 	createWorkers    int
 	connectWorkers   int
 	probes           int
@@ -75,7 +76,7 @@ func logf(format string, args ...any) {
 
 func main() {
 	cfg := config{}
-	var levels, workers string
+	var levels, methodLevels, workers string
 	flag.StringVar(&cfg.binDir, "bin", "bin", "directory with the built commands")
 	flag.StringVar(&cfg.nodeDir, "node-dir", "bench/node", "directory of the Node.js peers, with node_modules installed")
 	flag.StringVar(&cfg.outJSON, "json", "bench/results.json", "where to write the raw results")
@@ -89,9 +90,10 @@ func main() {
 	flag.IntVar(&cfg.patches, "patches", 1000, "measured patches per receiver")
 	flag.IntVar(&cfg.latencyWarmup, "latency-warmup", 50, "patches per receiver before measuring")
 	flag.StringVar(&levels, "levels", "1,100,1000,10000", "connected-module counts to measure at, ascending")
+	flag.StringVar(&methodLevels, "method-levels", "1,1000", "connected-module counts (among -levels) at which direct method round trips are measured")
 	flag.IntVar(&cfg.createWorkers, "create-workers", 32, "concurrent registry create requests")
 	flag.IntVar(&cfg.connectWorkers, "connect-workers", 32, "concurrent MQTT connection attempts")
-	flag.IntVar(&cfg.probes, "probes", 200, "measured one-at-a-time patches at each level")
+	flag.IntVar(&cfg.probes, "probes", 200, "measured one-at-a-time patches (and method calls) at each level")
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before sampling the emulator's memory")
 	flag.IntVar(&cfg.levelWorkers, "level-workers", 64, "concurrent PATCH workers for the sustained rate at each level")
 	flag.StringVar(&workers, "patch-workers", "16,256", "more worker counts for the sustained rate with every module connected, one run each")
@@ -115,6 +117,9 @@ func main() {
 	var err error
 	if cfg.levels, err = intList(levels); err != nil || !slices.IsSorted(cfg.levels) {
 		fatalf("-levels %q: want ascending counts", levels)
+	}
+	if cfg.methodLevels, err = intList(methodLevels); err != nil {
+		fatalf("-method-levels %q: %v", methodLevels, err)
 	}
 	if cfg.patchWorkers, err = intList(workers); err != nil {
 		fatalf("-patch-workers %q: %v", workers, err)

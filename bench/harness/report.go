@@ -228,15 +228,22 @@ func renderReport(res Results, analysis string) string {
 			t.EmulatorCPUCores, t.LoadgenCPUCores, t.OtherCPUCores)
 	}
 	p("\nHow cost grows with connected modules (emulator RSS with none connected: %s):\n\n", fmtMB(cp.BaselineRSSMB))
-	p("| Connected modules | Emulator RSS | Per connection | Connects/s | Delivery p50 | Delivery p99 | PATCH answered p50 |\n|---|---|---|---|---|---|---|\n")
+	p("| Connected modules | Emulator RSS | Per connection | Connects/s | Delivery p50 | Delivery p99 | PATCH answered p50 | Method round trip p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
 	for _, pt := range cp.Scaling {
 		perConn := "—" // one connection is lost in the noise of the heap
 		if pt.Connected >= 100 {
 			perConn = fmt.Sprintf("%.1f KB", pt.RSSPerConnKB)
 		}
-		p("| %d | %s | %s | %.0f | %s | %s | %s |\n", pt.Connected, fmtMB(pt.EmulatorRSSMB), perConn, pt.ConnectsPerSec,
-			fmtMS(pt.DeliveryMS.Median), fmtMS(pt.DeliveryMS.P99), fmtMS(pt.PatchResponseMS.Median))
+		method := "—"
+		if m := pt.MethodRoundTripMS; m != nil {
+			method = fmtMS(m.Median) + " / " + fmtMS(m.P99)
+		}
+		p("| %d | %s | %s | %.0f | %s | %s | %s | %s |\n", pt.Connected, fmtMB(pt.EmulatorRSSMB), perConn, pt.ConnectsPerSec,
+			fmtMS(pt.DeliveryMS.Median), fmtMS(pt.DeliveryMS.P99), fmtMS(pt.PatchResponseMS.Median), method)
 	}
+	p("\nDelivery is a desired PATCH sent to the patch read by its module; the method round trip is a direct method call, ")
+	p("one at a time, from the service's POST to its answer read, through the emulator and a module that answers at once; ")
+	p("both over the same connections in the same run. Modules subscribe to desired patches and direct methods.\n")
 	if len(res.GoBenchmarks) > 0 {
 		p("\n## Go benchmarks\n\n")
 		p("`go test -run '^$' -bench . ./bench` against an in-process emulator with durable storage (client and hub in one process):\n\n")

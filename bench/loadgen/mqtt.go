@@ -39,6 +39,11 @@ const DesiredFilter = "$iothub/twin/PATCH/properties/desired/#"
 
 const desiredPrefix = "$iothub/twin/PATCH/properties/desired/?$version="
 
+// MethodsFilter is the topic filter of direct method requests.
+const MethodsFilter = "$iothub/methods/POST/#"
+
+const methodsPrefix = "$iothub/methods/POST/"
+
 // Module names a module identity and its primary key.
 type Module struct {
 	DeviceID string
@@ -60,6 +65,9 @@ type ModuleConfig struct {
 	TLS       *tls.Config // trusts the hub's CA
 	KeepAlive time.Duration
 	TokenTTL  time.Duration
+	// AnswerMethods also subscribes to direct methods (QoS 0) and answers
+	// every call at once with status 200 and the request's payload.
+	AnswerMethods bool
 }
 
 // ModuleConn is one module's MQTT connection, subscribed to its desired
@@ -67,6 +75,7 @@ type ModuleConfig struct {
 // DialModule, on the connection's reader goroutine.
 type ModuleConn struct {
 	Module Module
+	answer bool
 	nc     net.Conn
 	r      *bufio.Reader
 	wmu    sync.Mutex
@@ -75,8 +84,9 @@ type ModuleConn struct {
 }
 
 // DialModule connects m as an IoT Hub module would (clean session off),
-// subscribes to desired patches with QoS 1, and returns once the
-// subscription is acknowledged. onPatch must not block for long.
+// subscribes to desired patches with QoS 1 (and to direct methods with
+// QoS 0 when cfg.AnswerMethods), and returns once the subscription is
+// acknowledged. onPatch must not block for long.
 func DialModule(ctx context.Context, cfg ModuleConfig, m Module, onPatch func(Patch)) (*ModuleConn, error) {
 	signer, err := sas.NewSigner("", m.Key)
 	if err != nil {
@@ -96,7 +106,7 @@ func DialModule(ctx context.Context, cfg ModuleConfig, m Module, onPatch func(Pa
 	// Cancelling ctx aborts the handshake, not the connection after it.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	c := &ModuleConn{Module: m, nc: nc, done: make(chan struct{})}
+	c := &ModuleConn{Module: m, answer: cfg.AnswerMethods, nc: nc, done: make(chan struct{})}
 	if err := c.handshake(cfg, token, onPatch); err != nil {
 		nc.Close()
 		return nil, err
@@ -124,7 +134,11 @@ func (c *ModuleConn) handshake(cfg ModuleConfig, token string, onPatch func(Patc
 	if body[1] != 0 {
 		return fmt.Errorf("connection refused: CONNACK return code %d", body[1])
 	}
-	if err := c.write(subscribePacket(1, DesiredFilter, 1)); err != nil {
+	subs := []subscription{{DesiredFilter, 1}}
+	if c.answer {
+		subs = append(subs, subscription{MethodsFilter, 0})
+	}
+	if err := c.write(subscribePacket(1, subs...)); err != nil {
 		return fmt.Errorf("send SUBSCRIBE: %w", err)
 	}
 	for {
@@ -142,8 +156,13 @@ func (c *ModuleConn) handshake(cfg ModuleConfig, token string, onPatch func(Patc
 			}
 		}
 	}
-	if len(body) != 3 || body[2] > 1 {
-		return errors.New("subscription to desired patches refused")
+	if len(body) != 2+len(subs) {
+		return errors.New("SUBACK does not answer every filter")
+	}
+	for i, code := range body[2:] {
+		if code > 1 {
+			return fmt.Errorf("subscription to %s refused", subs[i].filter)
+		}
 	}
 	return nil
 }
@@ -192,6 +211,13 @@ func (c *ModuleConn) handlePublish(body []byte, b0 byte, onPatch func(Patch)) er
 	if v, ok := strings.CutPrefix(topic, desiredPrefix); ok && onPatch != nil {
 		version, _ := strconv.ParseInt(v, 10, 64)
 		onPatch(Patch{Version: version, Body: rest, At: at})
+	}
+	if strings.HasPrefix(topic, methodsPrefix) && c.answer {
+		_, rid, ok := strings.Cut(topic, "?$rid=")
+		if !ok {
+			return fmt.Errorf("method request %q has no $rid", topic)
+		}
+		return c.write(publishPacket("$iothub/methods/res/200/?$rid="+rid, rest))
 	}
 	return nil
 }
@@ -252,12 +278,27 @@ func connectPacket(clientID, user, password string, keepAlive uint16) []byte {
 	return append(p, v...)
 }
 
-func subscribePacket(id uint16, filter string, qos byte) []byte {
+type subscription struct {
+	filter string
+	qos    byte
+}
+
+func subscribePacket(id uint16, subs ...subscription) []byte {
 	var v []byte
 	v = binary.BigEndian.AppendUint16(v, id)
-	v = appendString(v, filter)
-	v = append(v, qos)
+	for _, s := range subs {
+		v = appendString(v, s.filter)
+		v = append(v, s.qos)
+	}
 	p := appendRemainingLength([]byte{pktSubscribe<<4 | 2}, len(v))
+	return append(p, v...)
+}
+
+// publishPacket is a QoS 0 PUBLISH.
+func publishPacket(topic string, payload []byte) []byte {
+	v := appendString(nil, topic)
+	v = append(v, payload...)
+	p := appendRemainingLength([]byte{pktPublish << 4}, len(v))
 	return append(p, v...)
 }
 

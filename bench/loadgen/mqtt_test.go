@@ -52,3 +52,15 @@ func TestHandlePublishAcknowledgesQoS1(t *testing.T) {
 		t.Errorf("sent % x, want PUBACK % x", sent.Bytes(), want)
 	}
 }
+
+func TestHandlePublishAnswersMethods(t *testing.T) {
+	var sent bytes.Buffer
+	c := &ModuleConn{nc: fakeConn{&sent}, answer: true}
+	body := append(appendString(nil, methodsPrefix+"echo/?$rid=42"), `{"n":1}`...)
+	if err := c.handlePublish(body, pktPublish<<4, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := publishPacket("$iothub/methods/res/200/?$rid=42", []byte(`{"n":1}`)); !bytes.Equal(sent.Bytes(), want) {
+		t.Errorf("sent % x, want the answer % x", sent.Bytes(), want)
+	}
+}

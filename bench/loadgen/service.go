@@ -159,6 +159,21 @@ func (s *Service) PatchTwin(ctx context.Context, m Module, body []byte) (int64, 
 	return out.Properties.Desired.Version, nil
 }
 
+// MethodResult is a direct method's answer: the device's status and payload.
+type MethodResult struct {
+	Status  int             `json:"status"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// InvokeMethod calls direct method name on module m with a JSON payload
+// and waits for its answer.
+func (s *Service) InvokeMethod(ctx context.Context, m Module, name string, payload any) (MethodResult, error) {
+	var out MethodResult
+	err := s.do(ctx, http.MethodPost, "/twins/"+url.PathEscape(m.DeviceID)+"/modules/"+url.PathEscape(m.ModuleID)+"/methods",
+		map[string]any{"methodName": name, "payload": payload, "responseTimeoutInSeconds": 30}, &out)
+	return out, err
+}
+
 // StatusError is a service API answer other than 2xx.
 type StatusError struct {
 	Method, Path string
