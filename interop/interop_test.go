@@ -194,3 +194,18 @@ func createModule(ctx context.Context, t *testing.T, em *emulator.Emulator, devi
 		SharedAccessKey: mod.Authentication.SymmetricKey.PrimaryKey,
 	}.Format()
 }
+
+// TestNodeQuery runs interop/node/query.test.js: Registry.createQuery with
+// nextAsTwin paging over devices and devices.modules, and Registry.list.
+func TestNodeQuery(t *testing.T) {
+	requireNode(t)
+	em := startEmulator(t)
+	cmd := exec.Command("node", "--test", "--test-reporter=spec", "query.test.js")
+	cmd.Dir = "node"
+	cmd.Env = nodeEnv(em)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test query.test.js:\n%s", out)
+	if err != nil {
+		t.Fatalf("Node.js query tests failed: %v", err)
+	}
+}

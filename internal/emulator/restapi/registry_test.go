@@ -380,3 +380,14 @@ func TestPercentEncodedIDs(t *testing.T) {
 		})
 	}
 }
+
+// GET /devices/ lists devices too: Microsoft's Node.js SDK asks for it.
+func TestListDevicesWithTrailingSlash(t *testing.T) {
+	e := newEnv(t)
+	e.createDevice("listed")
+	r := e.mustDo(200, "GET", "/devices/", "")
+	var list []map[string]any
+	if err := json.Unmarshal(r.body, &list); err != nil || len(list) != 1 || list[0]["deviceId"] != "listed" {
+		t.Fatalf("GET /devices/ = %s (%v), want the one device", r.body, err)
+	}
+}

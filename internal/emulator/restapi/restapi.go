@@ -64,9 +64,12 @@ func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
 	a.route(mux, HealthPath, map[string]operation{
 		http.MethodGet: {public: true, run: a.health},
 	})
-	a.route(mux, "/devices", map[string]operation{
+	listOps := map[string]operation{
 		http.MethodGet: {need: hub.RegistryRead, fault: faults.DeviceList, run: a.listDevices},
-	})
+	}
+	a.route(mux, "/devices", listOps)
+	// The Node.js SDK's Registry.list asks for /devices/.
+	a.route(mux, "/devices/{$}", listOps)
 	// More specific than /devices/{id}, so a device called "query" keeps
 	// its GET, PUT and DELETE.
 	a.route(mux, "POST /devices/query", map[string]operation{
