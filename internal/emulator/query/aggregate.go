@@ -2,7 +2,6 @@ package query
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,19 +28,14 @@ func (q *Query) runAggregate(scan Scanner, cur Cursor, limit int, page Page) (Pa
 	if len(q.GroupBy) == 0 {
 		groups[""] = &group{key: "", accs: make([]accumulator, len(q.Items))}
 	}
-	var decErr error
 	scan(q.From, Key{}, func(k Key, twin []byte) bool {
-		doc, err := decodeDoc(twin)
-		if err != nil {
-			decErr = fmt.Errorf("query: decode twin %s/%s: %w", k.DeviceID, k.ModuleID, err)
-			return false
-		}
-		if !q.Matches(doc) {
+		doc := rawDoc(twin)
+		if !q.Matches(twin) {
 			return true
 		}
 		vals := make([]any, len(q.GroupBy))
 		for i, g := range q.GroupBy {
-			vals[i], _ = lookup(doc, g.Segments)
+			vals[i], _ = doc.lookup(g.Segments)
 		}
 		key := groupKey(vals)
 		g := groups[key]
@@ -55,15 +49,12 @@ func (q *Query) runAggregate(scan Scanner, cur Cursor, limit int, page Page) (Pa
 			}
 			var v any
 			if it.Agg != "COUNT" {
-				v, _ = lookup(doc, it.Path.Segments)
+				v, _ = doc.lookup(it.Path.Segments)
 			}
 			g.accs[i].add(v)
 		}
 		return true
 	})
-	if decErr != nil {
-		return Page{}, decErr
-	}
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		if cur.Group == "" || k > cur.Group {

@@ -5,12 +5,12 @@ import "math"
 // eval computes e over doc. Any operation on values it is not defined for
 // (a comparison across types, arithmetic on a string, a missing member)
 // yields undefined, which no condition accepts.
-func eval(e Expr, doc map[string]any) any {
+func eval(e Expr, doc rawDoc) any {
 	switch x := e.(type) {
 	case *Literal:
 		return x.Value
 	case *Path:
-		v, _ := lookup(doc, x.Segments)
+		v, _ := doc.lookup(x.Segments)
 		return v
 	case *Unary:
 		return evalUnary(x.Op, eval(x.X, doc))
@@ -36,12 +36,13 @@ func eval(e Expr, doc map[string]any) any {
 	return undefined
 }
 
-// Matches reports whether doc satisfies the query's WHERE clause.
-func (q *Query) Matches(doc map[string]any) bool {
+// Matches reports whether the twin doc (JSON) satisfies the query's
+// WHERE clause.
+func (q *Query) Matches(doc []byte) bool {
 	if q.Where == nil {
 		return true
 	}
-	return eval(q.Where, doc) == true
+	return eval(q.Where, rawDoc(doc)) == true
 }
 
 func evalUnary(op string, v any) any {

@@ -3,7 +3,6 @@ package query
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 )
 
 // Key orders the documents of a scan: device ID, then module ID.
@@ -66,9 +65,8 @@ func (q *Query) Run(scan Scanner, cur Cursor, max int) (Page, error) {
 		return q.runAggregate(scan, cur, limit, page)
 	}
 	var (
-		last   Key
-		more   bool
-		decErr error
+		last Key
+		more bool
 	)
 	scan(q.From, cur.After, func(k Key, twin []byte) bool {
 		if len(page.Items) == limit {
@@ -80,24 +78,16 @@ func (q *Query) Run(scan Scanner, cur Cursor, max int) (Page, error) {
 			page.Items = append(page.Items, twin)
 			return true
 		}
-		doc, err := decodeDoc(twin)
-		if err != nil {
-			decErr = fmt.Errorf("query: decode twin %s/%s: %w", k.DeviceID, k.ModuleID, err)
-			return false
-		}
-		if !q.Matches(doc) {
+		if !q.Matches(twin) {
 			return true
 		}
 		if q.Star {
 			page.Items = append(page.Items, twin)
 		} else {
-			page.Items = append(page.Items, q.project(doc))
+			page.Items = append(page.Items, q.project(twin))
 		}
 		return true
 	})
-	if decErr != nil {
-		return Page{}, decErr
-	}
 	emitted := cur.Emitted + len(page.Items)
 	if more && (q.Top == 0 || emitted < q.Top) {
 		page.Next = &Cursor{After: last, Emitted: emitted}
@@ -105,22 +95,11 @@ func (q *Query) Run(scan Scanner, cur Cursor, max int) (Page, error) {
 	return page, nil
 }
 
-// decodeDoc parses a twin, keeping numbers exact.
-func decodeDoc(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var doc map[string]any
-	if err := dec.Decode(&doc); err != nil {
-		return nil, err
-	}
-	return doc, nil
-}
-
 // project builds a row of the SELECT list; undefined values are left out.
-func (q *Query) project(doc map[string]any) json.RawMessage {
+func (q *Query) project(twin []byte) json.RawMessage {
 	var row rowWriter
 	for _, it := range q.Items {
-		v, name := lookup(doc, it.Path.Segments)
+		v, name := rawDoc(twin).lookup(it.Path.Segments)
 		if it.Aliased || name == "" {
 			name = it.Name
 		}
