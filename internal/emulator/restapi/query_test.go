@@ -1,6 +1,7 @@
 package restapi_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -177,10 +178,15 @@ func TestQueryRowsAreTwins(t *testing.T) {
 		t.Errorf("device query row:\n%s\nwant GET /twins/dev:\n%s", r.body, get.body)
 	}
 
-	_, rows := e.queryPage("SELECT * FROM devices.modules WHERE moduleId = 'mod'", "")
+	r2, rows := e.queryPage("SELECT * FROM devices.modules WHERE moduleId = 'mod'", "")
 	getMod := e.mustDo(200, "GET", "/twins/dev/modules/mod", "").json(t)
 	if len(rows) != 1 || path(rows[0], "capabilities.iotEdge") != false {
 		t.Fatalf("module query rows = %v, want one with capabilities.iotEdge false", rows)
+	}
+	// Members in the order of a real hub's module query row (the recorded
+	// session QueryClient_GetAllModulesTwinsWithTag of the Azure SDK for .NET).
+	if got, want := topLevelKeys(t, r2.body), "deviceId moduleId etag deviceEtag status statusUpdateTime connectionState lastActivityTime cloudToDeviceMessageCount authenticationType x509Thumbprint version tags properties capabilities"; got != want {
+		t.Errorf("module query row members:\n got %s\nwant %s", got, want)
 	}
 	delete(rows[0], "capabilities")
 	a, _ := json.Marshal(rows[0])
@@ -338,4 +344,30 @@ func TestDeviceNamedQuery(t *testing.T) {
 	e.mustDo(204, "DELETE", "/devices/query", "", "If-Match", "*")
 	checkError(t, e.do("GET", "/devices/query", ""), 404, "DeviceNotFound")
 	checkError(t, e.do("PATCH", "/devices/query", ""), 405, "MethodNotAllowed")
+}
+
+// topLevelKeys lists the member names of the one object in a JSON array.
+func topLevelKeys(t *testing.T, body []byte) string {
+	t.Helper()
+	var rows []json.RawMessage
+	if err := json.Unmarshal(body, &rows); err != nil || len(rows) != 1 {
+		t.Fatalf("body %s: want one row (%v)", body, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(rows[0]))
+	var keys []string
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return strings.Join(keys, " ")
 }
