@@ -253,6 +253,28 @@ func FuzzParse(f *testing.F) {
 		"HostName=h,SharedAccessKey=" + key + ";SharedAccessKeyName=p",
 		"HostName=h;;",
 		"=;=",
+		// As read from a file: a trailing newline, CRLF, a byte order mark.
+		"HostName=h;DeviceId=d;SharedAccessKey=" + key + "\n",
+		"HostName=h;DeviceId=d;SharedAccessKey=" + key + "\r\n",
+		"\ufeffHostName=h;SharedAccessKeyName=p;SharedAccessKey=" + key,
+		// IDs with characters that mean something in URLs and paths.
+		"HostName=h;DeviceId=x%41;ModuleId=m+1;SharedAccessKey=" + key,
+		"HostName=h;DeviceId=a#b?c;ModuleId=!(),:=@$'*;SharedAccessKey=" + key,
+		"HostName=h;DeviceId=.;ModuleId=..;SharedAccessKey=" + key,
+		"HostName=h;DeviceId=a/b;SharedAccessKey=" + key,
+		// Hosts: an IP address, a port out of range, a scheme, spaces.
+		"HostName=127.0.0.1:8443;SharedAccessKeyName=p;SharedAccessKey=" + key,
+		"HostName=h:99999;SharedAccessKeyName=p;SharedAccessKey=" + key,
+		"HostName=https://h/;SharedAccessKeyName=p;SharedAccessKey=" + key,
+		" HostName = h ; SharedAccessKeyName = p ; SharedAccessKey = " + key,
+		// Repeated fields, empty values, keys that are not base64.
+		"HostName=h;HostName=g;SharedAccessKeyName=p;SharedAccessKey=" + key,
+		"HostName=;SharedAccessKeyName=;SharedAccessKey=",
+		"HostName=h;SharedAccessKeyName=p;SharedAccessKey=" + key + "%",
+		"HostName=h;SharedAccessKeyName=p;SharedAccessKey=" + key + "==",
+		"HostName=h;DeviceId=d;SharedAccessKey=" + key + ";SharedAccessSignature=SharedAccessSignature sr=h&sig=s&se=1",
+		"hostname=h;deviceid=d;sharedaccesskey=" + key,
+		"HostName=h\x00;DeviceId=d\xff;SharedAccessKey=" + key,
 	} {
 		f.Add(s)
 	}
@@ -264,7 +286,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse(%q) error %T is not an *Error", s, err)
 			}
 			for _, k := range keyValues(s) {
-				if len(k) >= 8 && strings.Contains(err.Error(), k) && !strings.Contains(strings.ReplaceAll(s, FieldSharedAccessKey+"="+k, ""), k) {
+				if len(k) >= 8 && strings.Contains(err.Error(), k) && !strings.Contains(strings.ReplaceAll(s, FieldSharedAccessKey+"="+k, FieldSharedAccessKey+"="), k) {
 					t.Fatalf("Parse(%q) error %q shows key %q", s, err, k)
 				}
 			}
