@@ -245,6 +245,12 @@ func TestInvalidIDsAreNotSent(t *testing.T) {
 		{"slash", func() error { _, err := c.CreateDevice(ctx, iothub.Device{DeviceID: "a/b"}); return err }, "device ID \"a/b\" has character '/'"},
 		{"empty module", func() error { _, err := c.GetModuleTwin(ctx, "d1", ""); return err }, "module ID is empty"},
 		{"space in module", func() error { return c.DeleteModule(ctx, "d1", "m 1", "") }, "module ID \"m 1\" has character ' '"},
+		{"dot device", func() error { _, err := c.GetDevice(ctx, "."); return err }, `device ID "." is not allowed`},
+		{"dot-dot module", func() error { _, err := c.GetModuleTwin(ctx, "d1", ".."); return err }, `module ID ".." is not allowed`},
+		{"dot-dot twin update", func() error {
+			_, err := c.UpdateModuleTwin(ctx, "..", "m", iothub.Twin{}, "*")
+			return err
+		}, `device ID ".." is not allowed`},
 	}
 	for _, tt := range tests {
 		err := tt.op()
