@@ -13,12 +13,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
 
@@ -33,16 +32,6 @@ const (
 	pktPingreq   = 12
 	pktPingresp  = 13
 )
-
-// DesiredFilter is the topic filter of desired property patches.
-const DesiredFilter = "$iothub/twin/PATCH/properties/desired/#"
-
-const desiredPrefix = "$iothub/twin/PATCH/properties/desired/?$version="
-
-// MethodsFilter is the topic filter of direct method requests.
-const MethodsFilter = "$iothub/methods/POST/#"
-
-const methodsPrefix = "$iothub/methods/POST/"
 
 // Module names a module identity and its primary key.
 type Module struct {
@@ -118,8 +107,8 @@ func DialModule(ctx context.Context, cfg ModuleConfig, m Module, onPatch func(Pa
 // handshake sends CONNECT and SUBSCRIBE and waits for their answers.
 func (c *ModuleConn) handshake(cfg ModuleConfig, token string, onPatch func(Patch)) error {
 	m := c.Module
-	clientID := m.DeviceID + "/" + m.ModuleID
-	user := cfg.HostName + "/" + clientID + "/?api-version=2021-04-12&DeviceClientType=" + url.QueryEscape("iothub-bench-loadgen/1")
+	clientID := topics.ClientID(m.DeviceID, m.ModuleID)
+	user := topics.Username(cfg.HostName, clientID, "iothub-bench-loadgen/1")
 	c.r = bufio.NewReaderSize(c.nc, 512)
 	if err := c.write(connectPacket(clientID, user, token, uint16(cfg.KeepAlive/time.Second))); err != nil {
 		return fmt.Errorf("send CONNECT: %w", err)
@@ -134,9 +123,9 @@ func (c *ModuleConn) handshake(cfg ModuleConfig, token string, onPatch func(Patc
 	if body[1] != 0 {
 		return fmt.Errorf("connection refused: CONNACK return code %d", body[1])
 	}
-	subs := []subscription{{DesiredFilter, 1}}
+	subs := []subscription{{topics.DesiredPatchFilter, 1}}
 	if c.answer {
-		subs = append(subs, subscription{MethodsFilter, 0})
+		subs = append(subs, subscription{topics.MethodsFilter, 0})
 	}
 	if err := c.write(subscribePacket(1, subs...)); err != nil {
 		return fmt.Errorf("send SUBSCRIBE: %w", err)
@@ -208,16 +197,16 @@ func (c *ModuleConn) handlePublish(body []byte, b0 byte, onPatch func(Patch)) er
 		}
 		rest = rest[2:]
 	}
-	if v, ok := strings.CutPrefix(topic, desiredPrefix); ok && onPatch != nil {
-		version, _ := strconv.ParseInt(v, 10, 64)
+	if strings.HasPrefix(topic, topics.DesiredPatchPrefix) && onPatch != nil {
+		version, _ := topics.DesiredPatchVersion(topic)
 		onPatch(Patch{Version: version, Body: rest, At: at})
 	}
-	if strings.HasPrefix(topic, methodsPrefix) && c.answer {
-		_, rid, ok := strings.Cut(topic, "?$rid=")
+	if strings.HasPrefix(topic, topics.MethodRequestPrefix) && c.answer {
+		rid, ok := topics.RequestID(topic)
 		if !ok {
 			return fmt.Errorf("method request %q has no $rid", topic)
 		}
-		return c.write(publishPacket("$iothub/methods/res/200/?$rid="+rid, rest))
+		return c.write(publishPacket(topics.MethodResponse(200, rid), rest))
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"testing"
+
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 func TestRemainingLengthRoundTrip(t *testing.T) {
@@ -38,7 +40,7 @@ func TestConnectPacket(t *testing.T) {
 func TestHandlePublishAcknowledgesQoS1(t *testing.T) {
 	var sent bytes.Buffer
 	c := &ModuleConn{nc: fakeConn{&sent}}
-	topic := desiredPrefix + "7"
+	topic := topics.DesiredPatch(7)
 	body := append(appendString(nil, topic), 0x12, 0x34)
 	body = append(body, `{"a":1,"$version":7}`...)
 	var got Patch
@@ -56,7 +58,7 @@ func TestHandlePublishAcknowledgesQoS1(t *testing.T) {
 func TestHandlePublishAnswersMethods(t *testing.T) {
 	var sent bytes.Buffer
 	c := &ModuleConn{nc: fakeConn{&sent}, answer: true}
-	body := append(appendString(nil, methodsPrefix+"echo/?$rid=42"), `{"n":1}`...)
+	body := append(appendString(nil, topics.MethodRequest("echo", "42")), `{"n":1}`...)
 	if err := c.handlePublish(body, pktPublish<<4, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
-
-const apiVersion = "2021-04-12"
 
 // Service calls the hub's service API over HTTPS with keep-alive
 // connections, signed by a shared access policy.
@@ -79,7 +78,7 @@ func (s *Service) request(ctx context.Context, method, path string, body []byte)
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.base+path+"?api-version="+apiVersion, rd)
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path+"?api-version="+iothub.APIVersion, rd)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
 
@@ -112,8 +113,8 @@ func New(cs connstr.ConnectionString, opts ...Option) (*Client, error) {
 	c := &Client{
 		cfg:      cfg,
 		signer:   signer,
-		user:     username(host, cs.DeviceID, cs.ModuleID, cfg.userAgent),
-		clientID: clientID(cs.DeviceID, cs.ModuleID),
+		user:     topics.Username(host, topics.ClientID(cs.DeviceID, cs.ModuleID), cfg.userAgent),
+		clientID: topics.ClientID(cs.DeviceID, cs.ModuleID),
 		waiters:  map[string]chan reply{},
 		up:       make(chan struct{}),
 		in:       make(chan input, 64),
@@ -300,7 +301,7 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 // resumes the session may still hold a message under the packet ID the
 // new connection's first SUBSCRIBE uses.
 func (c *Client) subscribe(ctx context.Context, s *session) error {
-	filters := map[string]byte{filterResponses: 0, filterDesired: 1}
+	filters := map[string]byte{topics.TwinResponseFilter: 0, topics.DesiredPatchFilter: 1}
 	var refused error
 	for attempt := 1; attempt <= 3; attempt++ {
 		st, err := c.send(ctx, s, func() mqtt.Token { return s.mc.SubscribeMultiple(filters, nil) })
@@ -595,7 +596,7 @@ func (c *Client) requestGet() {
 }
 
 // request publishes a twin request on s and waits for its answer.
-func (c *Client) request(ctx context.Context, s *session, topic string, payload []byte) (reply, error) {
+func (c *Client) request(ctx context.Context, s *session, topic func(rid string) string, payload []byte) (reply, error) {
 	rid := strconv.FormatUint(c.rid.Add(1), 10)
 	ch := make(chan reply, 1)
 	c.mu.Lock()
@@ -609,7 +610,7 @@ func (c *Client) request(ctx context.Context, s *session, topic string, payload 
 
 	// QoS 0: the answer is the acknowledgement, and an unanswered request
 	// is sent again on the next connection.
-	pub, err := c.send(ctx, s, func() mqtt.Token { return s.mc.Publish(topic+rid, 0, false, payload) })
+	pub, err := c.send(ctx, s, func() mqtt.Token { return s.mc.Publish(topic(rid), 0, false, payload) })
 	if err != nil {
 		return reply{}, err
 	}
@@ -643,24 +644,24 @@ func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 	now := time.Now()
 	topic := m.Topic()
 	switch {
-	case strings.HasPrefix(topic, topicResponses):
-		r, err := parseResponseTopic(topic)
+	case strings.HasPrefix(topic, topics.TwinResponsePrefix):
+		r, err := topics.ParseTwinResponse(topic)
 		if err != nil {
 			c.cfg.log.Debug("ignoring a twin response: "+err.Error(), "topic", topic)
 			return
 		}
 		c.mu.Lock()
-		ch := c.waiters[r.rid]
+		ch := c.waiters[r.RID]
 		c.mu.Unlock()
 		if ch == nil {
 			c.cfg.log.Debug("ignoring a twin response to no open request", "topic", topic)
 			return
 		}
 		select {
-		case ch <- reply{status: r.status, version: r.version, body: m.Payload(), at: now}:
+		case ch <- reply{status: r.Status, version: r.Version, body: m.Payload(), at: now}:
 		default: // a duplicate
 		}
-	case strings.HasPrefix(topic, topicDesired):
+	case strings.HasPrefix(topic, topics.DesiredPatchPrefix):
 		in := c.parsePatch(topic, m.Payload(), now)
 		select {
 		case c.in <- in:
@@ -681,11 +682,7 @@ func (c *Client) parsePatch(topic string, payload []byte, now time.Time) input {
 	}
 	v := iothub.DocVersion(doc)
 	if v == 0 {
-		if _, query, ok := strings.Cut(topic, "?"); ok {
-			if q, err := url.ParseQuery(query); err == nil {
-				v, _ = strconv.ParseInt(q.Get("$version"), 10, 64)
-			}
-		}
+		v, _ = topics.DesiredPatchVersion(topic)
 	}
 	if v <= 0 {
 		c.cfg.log.Warn("a desired-properties patch has no $version; reading the twin instead", "topic", topic)
@@ -748,7 +745,7 @@ func (c *Client) fetchTwin(ctx context.Context) error {
 		return err
 	}
 	floor := c.floor.Load()
-	r, err := c.request(ctx, s, topicGetTwin, []byte{})
+	r, err := c.request(ctx, s, topics.TwinGet, []byte{})
 	if err != nil {
 		return err
 	}
@@ -859,7 +856,7 @@ func (c *Client) UpdateReported(ctx context.Context, patch []byte) (int64, error
 		if err != nil {
 			return 0, fmt.Errorf("update reported properties: %w", err)
 		}
-		r, err := c.request(ctx, s, topicPatchReport, patch)
+		r, err := c.request(ctx, s, topics.ReportedPatch, patch)
 		switch {
 		case errors.Is(err, errSessionLost):
 			continue

@@ -24,6 +24,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/emulatortest"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 	"github.com/moduletwin/iothub-module-twin/internal/syncio"
 )
 
@@ -428,13 +429,13 @@ func TestNewTargets(t *testing.T) {
 func TestRefusedSubscriptionIsAskedAgain(t *testing.T) {
 	t.Parallel()
 	h := newTestHub(t)
-	h.Faults.Add(faults.Rule{Op: faults.MQTTSubscribe, Target: filterDesired, Times: 2, Code: iothub.ServerError})
+	h.Faults.Add(faults.Rule{Op: faults.MQTTSubscribe, Target: topics.DesiredPatchFilter, Times: 2, Code: iothub.ServerError})
 	cs, opts := transports[0].setup(h)
 	r := startClient(t, cs, opts...)
 	if ev := r.next(t); ev.Type != EventTwin {
 		t.Fatalf("first event = %s, want the twin", brief(ev))
 	}
-	if n := strings.Count(r.logs.String(), "hub refused the subscription to "+filterDesired); n != 2 {
+	if n := strings.Count(r.logs.String(), "hub refused the subscription to "+topics.DesiredPatchFilter); n != 2 {
 		t.Errorf("%d refusals logged, want 2:\n%s", n, r.logs)
 	}
 	v := h.patchDesired(`{"a":1}`)

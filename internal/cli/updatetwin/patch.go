@@ -183,26 +183,3 @@ func nullPaths(prefix string, doc map[string]json.RawMessage) []string {
 	}
 	return out
 }
-
-// mergePatch applies a JSON merge patch to a copy of base: null removes a
-// member, objects merge recursively, anything else replaces.
-func mergePatch(base, patch map[string]json.RawMessage) map[string]json.RawMessage {
-	out := make(map[string]json.RawMessage, len(base)+len(patch))
-	for k, v := range base {
-		out[k] = v
-	}
-	for k, v := range patch {
-		if bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
-			delete(out, k)
-			continue
-		}
-		var sub, old map[string]json.RawMessage
-		if json.Unmarshal(v, &sub) == nil && sub != nil && json.Unmarshal(out[k], &old) == nil && old != nil {
-			merged, _ := json.Marshal(mergePatch(old, sub))
-			out[k] = merged
-			continue
-		}
-		out[k] = v
-	}
-	return out
-}

@@ -80,7 +80,10 @@ func FuzzBuildPatch(f *testing.F) {
 		}
 		// Merged into an empty document (what --replace does with tags),
 		// a null removes its member and every other member stays.
-		merged := mergePatch(nil, patch)
+		merged, err := iothub.MergeTwinJSON(nil, patch)
+		if err != nil {
+			t.Fatalf("merge of %s: %v", body, err)
+		}
 		for k, v := range patch {
 			_, kept := merged[k]
 			if isNull := bytes.Equal(bytes.TrimSpace(v), []byte("null")); kept == isNull {

@@ -265,7 +265,10 @@ func (o *Options) write(ctx context.Context, client *registry.Client, current io
 	if o.Replace {
 		tags := current.Tags
 		if o.tagsPatch != nil {
-			tags = mergePatch(current.Tags, o.tagsPatch)
+			var err error
+			if tags, err = iothub.MergeTwinJSON(current.Tags, o.tagsPatch); err != nil {
+				return iothub.Twin{}, fmt.Errorf("merge --tags into the twin's tags: %w", err)
+			}
 		}
 		desired := o.desiredPatch
 		if desired == nil {

@@ -76,28 +76,6 @@ func stripReadOnly(doc object) {
 	delete(doc, "$version")
 }
 
-// withoutNulls returns v with null members of objects removed (a null in a
-// new object means nothing, there is nothing to delete).
-func withoutNulls(v any) any {
-	switch x := v.(type) {
-	case object:
-		out := make(object, len(x))
-		for k, e := range x {
-			if e != nil {
-				out[k] = withoutNulls(e)
-			}
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = withoutNulls(e)
-		}
-		return out
-	}
-	return v
-}
-
 func deepCopy(v any) any {
 	switch x := v.(type) {
 	case object:
@@ -143,44 +121,47 @@ func freshMeta(v any, at time.Time, version int64) *meta {
 	return m
 }
 
-// mergeInto applies patch to doc in place (JSON merge: objects merge, null
-// deletes, anything else replaces) and updates m alongside when not nil.
+// mergeInto applies patch to doc in place by IoT Hub's merge rule and
+// updates m alongside when not nil: each written member's metadata says
+// when and at which version.
 func mergeInto(doc object, m *meta, patch object, at time.Time, version int64) {
-	for k, pv := range patch {
-		if pv == nil {
-			delete(doc, k)
-			if m != nil {
-				delete(m.Children, k)
-			}
-			continue
-		}
-		var child *meta
-		if m != nil {
-			if m.Children == nil {
-				m.Children = map[string]*meta{}
-			}
-			child = m.Children[k]
-		}
-		pobj, pIsObj := pv.(object)
-		dobj, dIsObj := doc[k].(object)
-		if pIsObj && dIsObj {
-			if m != nil && child == nil {
-				child = &meta{}
-				m.Children[k] = child
-			}
-			mergeInto(dobj, child, pobj, at, version)
-			continue
-		}
-		nv := withoutNulls(pv)
-		doc[k] = nv
-		if m != nil {
-			m.Children[k] = freshMeta(nv, at, version)
-		}
-	}
+	var track iothub.MergeTracker
 	if m != nil {
-		m.Updated = at
-		m.Version = version
+		track = metaTracker{m, at, version}
 	}
+	iothub.MergeTwinPatch(doc, patch, track)
+}
+
+// metaTracker keeps one level of a section's metadata in step with a merge.
+type metaTracker struct {
+	m       *meta
+	at      time.Time
+	version int64
+}
+
+func (t metaTracker) Removed(key string) { delete(t.m.Children, key) }
+
+func (t metaTracker) Replaced(key string, value any) {
+	t.children()[key] = freshMeta(value, t.at, t.version)
+}
+
+func (t metaTracker) Merging(key string) iothub.MergeTracker {
+	children := t.children()
+	child := children[key]
+	if child == nil {
+		child = &meta{}
+		children[key] = child
+	}
+	return metaTracker{child, t.at, t.version}
+}
+
+func (t metaTracker) Merged() { t.m.Updated, t.m.Version = t.at, t.version }
+
+func (t metaTracker) children() map[string]*meta {
+	if t.m.Children == nil {
+		t.m.Children = map[string]*meta{}
+	}
+	return t.m.Children
 }
 
 // Times as the hub writes them: 7 fractional digits, UTC.

@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"encoding/base64"
-	"strconv"
 	"strings"
 
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/store"
@@ -36,36 +34,16 @@ func ParseIfMatch(v string) IfMatch {
 // IsSet reports whether the header names a condition.
 func (c IfMatch) IsSet() bool { return c.Any || c.ETag != "" }
 
-// identityETag renders an identity etag: base64 of its decimal number.
-func identityETag(n int64) string {
-	return base64.StdEncoding.EncodeToString([]byte(strconv.FormatInt(n, 10)))
-}
-
-// twinETag renders a twin etag: base64 of its 8-byte big-endian number.
-func twinETag(n int64) string {
-	var b [8]byte
-	for i := 7; i >= 0; i-- {
-		b[i] = byte(n)
-		n >>= 8
-	}
-	return base64.StdEncoding.EncodeToString(b[:])
-}
-
 // etagNumber decodes a client's identity etag for error texts, or -1.
 func etagNumber(s string) int64 {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return -1
+	if n, ok := iothub.ParseIdentityETag(s); ok {
+		return n
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
+	return -1
 }
 
 func checkIdentityCondition(id *identity, cond IfMatch, what string) error {
-	if cond.ETag != "" && cond.ETag != identityETag(id.ETag) {
+	if cond.ETag != "" && cond.ETag != iothub.IdentityETag(id.ETag) {
 		return newError(iothub.PreconditionFailed, "Precondition failed: %s version did not match, existingVersion:%d newVersion:%d", what, id.ETag, etagNumber(cond.ETag))
 	}
 	return nil
@@ -424,7 +402,7 @@ func (h *Hub) deviceView(id *identity, justCreated bool) iothub.Device {
 	return iothub.Device{
 		DeviceID:                   id.DeviceID,
 		GenerationID:               id.GenerationID,
-		ETag:                       identityETag(id.ETag),
+		ETag:                       iothub.IdentityETag(id.ETag),
 		ConnectionState:            l.state(),
 		Status:                     id.Status,
 		StatusReason:               id.StatusReason,
@@ -445,7 +423,7 @@ func (h *Hub) moduleView(id *identity, justCreated bool) iothub.Module {
 		ManagedBy:                  id.ManagedBy,
 		DeviceID:                   id.DeviceID,
 		GenerationID:               id.GenerationID,
-		ETag:                       identityETag(id.ETag),
+		ETag:                       iothub.IdentityETag(id.ETag),
 		ConnectionState:            l.state(),
 		ConnectionStateUpdatedTime: formatTime(l.updated, justCreated),
 		LastActivityTime:           formatTime(l.lastActivity, justCreated),

@@ -40,8 +40,8 @@ func (h *Hub) renderTwinAs(id *identity, inQuery bool) []byte {
 	v := twinView{
 		DeviceID:           id.DeviceID,
 		ModuleID:           id.ModuleID,
-		ETag:               twinETag(id.Twin.ETag),
-		DeviceETag:         identityETag(id.ETag),
+		ETag:               iothub.TwinETag(id.Twin.ETag),
+		DeviceETag:         iothub.IdentityETag(id.ETag),
 		Status:             d.Status,
 		StatusUpdateTime:   formatTime(d.StatusUpdated, false),
 		ConnectionState:    l.state(),
@@ -150,7 +150,7 @@ func parseTwinRequest(body []byte) (twinRequest, error) {
 }
 
 func checkTwinCondition(id *identity, cond IfMatch) error {
-	if cond.ETag != "" && cond.ETag != twinETag(id.Twin.ETag) {
+	if cond.ETag != "" && cond.ETag != iothub.TwinETag(id.Twin.ETag) {
 		return newError(iothub.PreconditionFailed, "ETag mismatch for device ID '%s'", id.DeviceID)
 	}
 	return nil
@@ -193,8 +193,8 @@ func (h *Hub) ReplaceTwin(r IdentityRef, body []byte, cond IfMatch) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	tags, _ := withoutNulls(orEmpty(req.tags)).(object)
-	desired, _ := withoutNulls(orEmpty(req.desired)).(object)
+	tags, _ := iothub.WithoutNulls(orEmpty(req.tags)).(object)
+	desired, _ := iothub.WithoutNulls(orEmpty(req.desired)).(object)
 	return h.changeTwin(r, cond, func(t *twin, now time.Time) (object, bool, error) {
 		tagsChanged := !equalDocs(t.Tags, tags)
 		t.Tags = tags

@@ -71,13 +71,13 @@ func (g *Gateway) subscriptionRefusedByPlan(id hub.IdentityRef, filter string) b
 }
 
 // perturbedTwinRequest serves a twin request a fault plan's rule matched.
-func (g *Gateway) perturbedTwinRequest(c *conn, rid string, e faults.Effect, serve func() (int, string, []byte)) {
+func (g *Gateway) perturbedTwinRequest(c *conn, rid string, e faults.Effect, serve func() (int, int64, []byte)) {
 	if !e.Wait(c.id.String(), g.closed) {
 		return
 	}
 	if !e.Fails() && !e.Drop {
-		status, extra, body := serve()
-		g.respond(c, status, rid, extra, body)
+		status, version, body := serve()
+		g.respond(c, status, rid, version, body)
 		return
 	}
 	if e.After {
@@ -88,7 +88,7 @@ func (g *Gateway) perturbedTwinRequest(c *conn, rid string, e faults.Effect, ser
 		c.cl.Stop(errDroppedByPlan)
 		return
 	}
-	g.respond(c, e.Code.Status(), rid, "", errorBody(&hub.Error{Code: e.Code, Message: e.ErrorMessage()}))
+	g.respond(c, e.Code.Status(), rid, 0, errorBody(&hub.Error{Code: e.Code, Message: e.ErrorMessage()}))
 }
 
 // pushedByPlan applies a fault plan to a desired push; true means the

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 // DefaultAddr is where MQTT over TLS listens unless told otherwise.
@@ -378,15 +378,16 @@ func (g *Gateway) publishDesired(c *conn, p hub.DesiredPatch) {
 }
 
 func (g *Gateway) sendDesired(c *conn, p hub.DesiredPatch) {
-	topic := c.prefix + twinDesiredPrefix + strconv.FormatInt(p.Version, 10)
+	topic := c.prefix + topics.DesiredPatch(p.Version)
 	if err := g.srv.Publish(topic, p.Body, false, 1); err != nil {
 		g.log.Debug("desired patch not delivered", "identity", p.Identity.String(), "version", p.Version, "error", err)
 	}
 }
 
 // respond sends a twin response to c, if c subscribed to twin responses.
-func (g *Gateway) respond(c *conn, status int, rid, extra string, body []byte) {
-	topic := c.prefix + twinResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid + extra
+// version, when not 0, is the reported $version after a reported PATCH.
+func (g *Gateway) respond(c *conn, status int, rid string, version int64, body []byte) {
+	topic := c.prefix + topics.TwinResponse(status, rid, version)
 	if err := g.srv.Publish(topic, body, false, 1); err != nil {
 		g.log.Debug("twin response not delivered", "identity", c.id.String(), "status", status, "error", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 	"github.com/moduletwin/iothub-module-twin/internal/iothub"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 	"github.com/moduletwin/iothub-module-twin/internal/sas"
 )
 
@@ -286,9 +286,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	h.g.touch(c)
 	switch classifyPublish(c.id, pk.TopicName) {
 	case publishTwinGet:
-		h.g.twinRequest(c, faults.MQTTTwinGet, pk.TopicName, func() (int, string, []byte) { return h.g.twinGet(c) })
+		h.g.twinRequest(c, faults.MQTTTwinGet, pk.TopicName, func() (int, int64, []byte) { return h.g.twinGet(c) })
 	case publishTwinReported:
-		h.g.twinRequest(c, faults.MQTTTwinReported, pk.TopicName, func() (int, string, []byte) { return h.g.twinReported(c, pk.Payload) })
+		h.g.twinRequest(c, faults.MQTTTwinReported, pk.TopicName, func() (int, int64, []byte) { return h.g.twinReported(c, pk.Payload) })
 	case publishTelemetry:
 		if err := h.g.telemetry(c, pk); err != nil {
 			h.g.log.Info("closing MQTT connection", "identity", c.id.String(), "reason", err, "bytes", len(pk.Payload))
@@ -310,11 +310,11 @@ func (h *hook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet 
 }
 
 // twinRequest answers a twin request on topic with what serve returns:
-// status, extra topic properties and body.
-func (g *Gateway) twinRequest(c *conn, op faults.Op, topic string, serve func() (int, string, []byte)) {
-	rid, ok := requestID(topic)
+// status, reported $version (0 for none) and body.
+func (g *Gateway) twinRequest(c *conn, op faults.Op, topic string, serve func() (int, int64, []byte)) {
+	rid, ok := topics.RequestID(topic)
 	if !ok {
-		g.respond(c, http.StatusBadRequest, "", "", errorBody(badRequest("the topic has no $rid")))
+		g.respond(c, http.StatusBadRequest, "", 0, errorBody(badRequest("the topic has no $rid")))
 		return
 	}
 	if g.faults != nil {
@@ -323,25 +323,25 @@ func (g *Gateway) twinRequest(c *conn, op faults.Op, topic string, serve func() 
 			return
 		}
 	}
-	status, extra, body := serve()
-	g.respond(c, status, rid, extra, body)
+	status, version, body := serve()
+	g.respond(c, status, rid, version, body)
 }
 
-func (g *Gateway) twinGet(c *conn) (int, string, []byte) {
+func (g *Gateway) twinGet(c *conn) (int, int64, []byte) {
 	body, err := g.hub.TwinProperties(c.id)
 	if err != nil {
-		return hub.StatusOf(err), "", errorBody(err)
+		return hub.StatusOf(err), 0, errorBody(err)
 	}
-	return http.StatusOK, "", body
+	return http.StatusOK, 0, body
 }
 
-func (g *Gateway) twinReported(c *conn, patch []byte) (int, string, []byte) {
+func (g *Gateway) twinReported(c *conn, patch []byte) (int, int64, []byte) {
 	version, err := g.hub.UpdateReported(c.id, patch)
 	if err != nil {
 		g.log.Debug("reported properties patch refused", "identity", c.id.String(), "error", err)
-		return hub.StatusOf(err), "", errorBody(err)
+		return hub.StatusOf(err), 0, errorBody(err)
 	}
-	return http.StatusNoContent, "&$version=" + strconv.FormatInt(version, 10), nil
+	return http.StatusNoContent, version, nil
 }
 
 func badRequest(msg string) error {

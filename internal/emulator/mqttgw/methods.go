@@ -2,15 +2,13 @@ package mqttgw
 
 import (
 	"errors"
-	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 // A connection answers its identity's direct method calls from the moment
-// it is live, acknowledged and subscribed to methodsFilter (by SUBSCRIBE,
+// it is live, acknowledged and subscribed to topics.MethodsFilter (by SUBSCRIBE,
 // or inherited with a resumed session) until it unsubscribes, is replaced
 // or ends.
 
@@ -40,10 +38,10 @@ func (g *Gateway) detachMethods(c *conn) {
 	}
 }
 
-// subscribedToMethods reports whether c's session holds methodsFilter,
+// subscribedToMethods reports whether c's session holds the methods filter,
 // as a resumed session does when the client subscribed before.
 func (g *Gateway) subscribedToMethods(c *conn) bool {
-	_, ok := c.cl.State.Subscriptions.Get(c.prefix + methodsFilter)
+	_, ok := c.cl.State.Subscriptions.Get(c.prefix + topics.MethodsFilter)
 	return ok
 }
 
@@ -59,14 +57,14 @@ func (s methodSender) Send(method, rid string, payload []byte) error {
 	if !s.c.live.Load() {
 		return errNotLive
 	}
-	return s.g.srv.Publish(s.c.prefix+methodRequestTopic(method, rid), payload, false, 0)
+	return s.g.srv.Publish(s.c.prefix+topics.MethodRequest(method, rid), payload, false, 0)
 }
 
 // methodResponse hands a device's answer to the call it names. Answers
 // that name no call in flight on this connection, or whose status is not
 // an integer, complete nothing; the hub drops them.
 func (g *Gateway) methodResponse(c *conn, topic string, body []byte) {
-	status, rid, err := parseMethodResponse(topic)
+	r, err := topics.ParseMethodResponse(topic)
 	if err != nil {
 		g.log.Info("dropped direct method response", "identity", c.id.String(), "reason", err)
 		return
@@ -74,9 +72,9 @@ func (g *Gateway) methodResponse(c *conn, topic string, body []byte) {
 	c.mu.Lock()
 	a := c.methods
 	c.mu.Unlock()
-	if a == nil || !a.Respond(status, rid, body) {
+	if a == nil || !a.Respond(r.Status, r.RID, body) {
 		g.log.Info("dropped direct method response: no call with this $rid is in flight on this connection",
-			"identity", c.id.String(), "rid", rid, "status", status)
+			"identity", c.id.String(), "rid", r.RID, "status", r.Status)
 	}
 }
 
@@ -86,29 +84,9 @@ var _ methods.Sender = methodSender{}
 // methods filter accepted with a SUBACK code below 0x80.
 func hasMethodsFilter(c *conn, filters []string, codes []byte) bool {
 	for i, f := range filters {
-		if f == c.prefix+methodsFilter && (codes == nil || (i < len(codes) && codes[i] < 0x80)) {
+		if f == c.prefix+topics.MethodsFilter && (codes == nil || (i < len(codes) && codes[i] < 0x80)) {
 			return true
 		}
 	}
 	return false
-}
-
-// methodRequestTopic is $iothub/methods/POST/{name}/?$rid={rid}.
-func methodRequestTopic(name, rid string) string {
-	return methodsRequestPrefix + name + "/?$rid=" + rid
-}
-
-// parseMethodResponse reads $iothub/methods/res/{status}/?$rid={rid}.
-func parseMethodResponse(topic string) (int, string, error) {
-	rest, _ := strings.CutPrefix(topic, methodsResultPrefix)
-	s, _, _ := strings.Cut(rest, "/")
-	status, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, "", fmt.Errorf("status %q is not an integer", s)
-	}
-	rid, ok := requestID(topic)
-	if !ok || rid == "" {
-		return 0, "", errors.New("the topic has no $rid")
-	}
-	return status, rid, nil
 }

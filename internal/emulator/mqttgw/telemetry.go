@@ -2,13 +2,13 @@ package mqttgw
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 // errTooLarge closes the connection of a client that sends a message over
@@ -19,8 +19,7 @@ var errTooLarge = errors.New("message larger than 256 KB")
 // stamps what the hub stamps, keeps it and publishes it as an event. It
 // returns errTooLarge, having kept nothing, for a message over the limit.
 func (g *Gateway) telemetry(c *conn, pk packets.Packet) error {
-	_, bag, _ := strings.Cut(pk.TopicName, "/messages/events")
-	bag = strings.TrimPrefix(bag, "/")
+	bag, _ := topics.EventsBag(c.id.DeviceID, c.id.ModuleID, pk.TopicName)
 	system, app := telemetry.SplitProperties(bag)
 	if pk.FixedHeader.Retain {
 		app["mqtt-retain"] = "true"

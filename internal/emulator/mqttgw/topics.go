@@ -8,21 +8,7 @@ import (
 	"strings"
 
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
-	"github.com/moduletwin/iothub-module-twin/internal/iothub"
-)
-
-// IoT Hub's MQTT topic names and filters (identical for every client).
-const (
-	twinResponseFilter   = "$iothub/twin/res/#"
-	twinResponsePrefix   = "$iothub/twin/res/"
-	twinDesiredFilter    = "$iothub/twin/PATCH/properties/desired/#"
-	twinDesiredPrefix    = "$iothub/twin/PATCH/properties/desired/?$version="
-	twinGetPrefix        = "$iothub/twin/GET/?"
-	twinReportedPrefix   = "$iothub/twin/PATCH/properties/reported/?"
-	methodsFilter        = "$iothub/methods/POST/#"
-	methodsRequestPrefix = "$iothub/methods/POST/"
-	streamsFilter        = "$iothub/streams/POST/#"
-	methodsResultPrefix  = "$iothub/methods/res/"
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 // maxSubscriptions is how many topic filters a client may hold at once.
@@ -31,14 +17,9 @@ const maxSubscriptions = 5
 // parseClientID reads an MQTT client identifier: "{deviceId}" or
 // "{deviceId}/{moduleId}".
 func parseClientID(clientID string) (hub.IdentityRef, error) {
-	deviceID, moduleID, isModule := strings.Cut(clientID, "/")
-	if err := iothub.ValidateID("device ID", deviceID); err != nil {
-		return hub.IdentityRef{}, fmt.Errorf("client ID: %w", err)
-	}
-	if isModule {
-		if err := iothub.ValidateID("module ID", moduleID); err != nil {
-			return hub.IdentityRef{}, fmt.Errorf("client ID: %w", err)
-		}
+	deviceID, moduleID, err := topics.ParseClientID(clientID)
+	if err != nil {
+		return hub.IdentityRef{}, err
 	}
 	return hub.IdentityRef{DeviceID: deviceID, ModuleID: moduleID}, nil
 }
@@ -104,14 +85,13 @@ func hasPrefixFold(s, prefix string) bool {
 // to filter: only IoT Hub's documented filters, for its own identity.
 func allowedFilter(id hub.IdentityRef, filter string) bool {
 	switch filter {
-	case twinResponseFilter, twinDesiredFilter, methodsFilter, streamsFilter:
+	case topics.TwinResponseFilter, topics.DesiredPatchFilter, topics.MethodsFilter, topics.StreamsFilter:
 		return true
 	}
 	if id.IsModule() {
-		base := "devices/" + id.DeviceID + "/modules/" + id.ModuleID + "/"
-		return filter == base+"#" || filter == base+"inputs/#"
+		return filter == topics.ModuleFilter(id.DeviceID, id.ModuleID) || filter == topics.ModuleInputsFilter(id.DeviceID, id.ModuleID)
 	}
-	return filter == "devices/"+id.DeviceID+"/messages/devicebound/#"
+	return filter == topics.DeviceBoundFilter(id.DeviceID)
 }
 
 // publishKind classifies what a client publishes.
@@ -129,37 +109,17 @@ const (
 // outside IoT Hub's documented set, or another identity's, are denied.
 func classifyPublish(id hub.IdentityRef, topic string) publishKind {
 	switch {
-	case strings.HasPrefix(topic, twinGetPrefix):
+	case strings.HasPrefix(topic, topics.TwinGetPrefix+"?"):
 		return publishTwinGet
-	case strings.HasPrefix(topic, twinReportedPrefix):
+	case strings.HasPrefix(topic, topics.ReportedPatchPrefix+"?"):
 		return publishTwinReported
-	case strings.HasPrefix(topic, methodsResultPrefix):
+	case strings.HasPrefix(topic, topics.MethodResponsePrefix):
 		return publishMethodResult
 	}
-	events := "devices/" + id.DeviceID + "/messages/events"
-	if id.IsModule() {
-		events = "devices/" + id.DeviceID + "/modules/" + id.ModuleID + "/messages/events"
-	}
-	if rest, ok := strings.CutPrefix(topic, events); ok && (rest == "" || rest[0] == '/') {
+	if _, ok := topics.EventsBag(id.DeviceID, id.ModuleID, topic); ok {
 		return publishTelemetry
 	}
 	return publishDenied
-}
-
-// requestID returns the raw value of "$rid" in a topic's query part, as
-// the client wrote it, so that it can be echoed verbatim.
-func requestID(topic string) (string, bool) {
-	_, query, ok := strings.Cut(topic, "?")
-	if !ok {
-		return "", false
-	}
-	for pair := range strings.SplitSeq(query, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		if key, err := url.QueryUnescape(k); err == nil && key == "$rid" {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // Subscriptions and deliveries live in the broker under a per-identity

@@ -134,27 +134,6 @@ func TestClassifyPublish(t *testing.T) {
 	}
 }
 
-func TestRequestID(t *testing.T) {
-	tests := []struct {
-		topic, want string
-		ok          bool
-	}{
-		{"$iothub/twin/GET/?$rid=42", "42", true},
-		{"$iothub/twin/GET/?$rid=6f9619ff-8b86-d011-b42d-00cf4fc964ff", "6f9619ff-8b86-d011-b42d-00cf4fc964ff", true},
-		{"$iothub/twin/PATCH/properties/reported/?foo=1&$rid=a%2Fb", "a%2Fb", true},
-		{"$iothub/twin/GET/?%24rid=7", "7", true},
-		{"$iothub/twin/GET/?$rid=", "", true},
-		{"$iothub/twin/GET/?rid=7", "", false},
-		{"$iothub/twin/GET/", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := requestID(tt.topic)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("requestID(%q) = %q, %v; want %q, %v", tt.topic, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestInternalTopicRoundTrip(t *testing.T) {
 	for _, clientID := range []string{"d", "d/m", "a+b#c/$m", "@x/y"} {
 		const topic = "$iothub/twin/res/200/?$rid=1"

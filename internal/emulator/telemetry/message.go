@@ -4,9 +4,10 @@
 package telemetry
 
 import (
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/moduletwin/iothub-module-twin/internal/iothub/topics"
 )
 
 // MaxSize is the largest message IoT Hub accepts: body plus the names and
@@ -57,19 +58,12 @@ var systemNames = map[string]string{
 }
 
 // SplitProperties decodes a telemetry topic's property bag (the part
-// after "messages/events/": URL-encoded key=value pairs joined by "&")
-// into system properties, named as the hub names them, and application
-// properties. Keys and values are percent-decoded first, so "%24.mid" is
-// "$.mid"; a pair that does not decode is kept as written. A later pair
-// with the same key wins.
+// after "messages/events/", as topics.ParseProperties reads it) into
+// system properties, named as the hub names them, and application
+// properties.
 func SplitProperties(bag string) (system, application map[string]string) {
 	system, application = map[string]string{}, map[string]string{}
-	for pair := range strings.SplitSeq(bag, "&") {
-		if pair == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(pair, "=")
-		k, v = unescape(k), unescape(v)
+	for k, v := range topics.ParseProperties(bag) {
 		if name, ok := systemNames[k]; ok {
 			system[name] = v
 		} else if strings.HasPrefix(k, "$.") {
@@ -79,13 +73,4 @@ func SplitProperties(bag string) (system, application map[string]string) {
 		}
 	}
 	return system, application
-}
-
-// unescape percent-decodes s. A topic name cannot hold '+', so the SDKs
-// write it %2B and a space %20.
-func unescape(s string) string {
-	if u, err := url.PathUnescape(s); err == nil {
-		return u
-	}
-	return s
 }
