@@ -22,6 +22,7 @@ import (
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/inspector"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/methods"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/mqttgw"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/restapi"
@@ -56,6 +57,9 @@ type Config struct {
 	// EventBuffer is how many events wait for each slow reader of an event
 	// stream before they are dropped and counted; 0 = 4096.
 	EventBuffer int
+	// InspectorAddr is the loopback address of the web inspector (plain
+	// HTTP); "" serves none.
+	InspectorAddr string
 	// ShutdownTimeout bounds how long Close waits for requests in flight
 	// and for clients to hang up; 0 = 5 s.
 	ShutdownTimeout time.Duration
@@ -83,6 +87,7 @@ type Emulator struct {
 	messages *telemetry.Buffer
 	stopHub  func()        // ends the hub's feed to the bus
 	closing  chan struct{} // closed by Close: ends event streams
+	web      *inspector.Server
 
 	closeOnce sync.Once
 	closeErr  error
@@ -174,6 +179,12 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 			return nil, err
 		}
 	}
+	if cfg.InspectorAddr != "" {
+		if e.web, err = inspector.Start(inspector.Config{Addr: cfg.InspectorAddr, Hub: e.hub, Bus: e.bus, Messages: e.messages,
+			Logger: e.log.With("component", "inspector")}); err != nil {
+			return nil, err
+		}
+	}
 	e.serving = true
 	go func() {
 		defer close(e.served)
@@ -182,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		}
 	}()
 	ok = true
-	e.log.Info("serving", "https", e.HTTPSAddr(), "mqtt", e.MQTTAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory)
+	e.log.Info("serving", "https", e.HTTPSAddr(), "mqtt", e.MQTTAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory, "inspector", e.InspectorAddr())
 	return e, nil
 }
 
@@ -274,6 +285,23 @@ func (e *Emulator) Disconnect(ctx context.Context, deviceID, moduleID string) bo
 // it, subscribe to read it.
 func (e *Emulator) Events() *events.Bus { return e.bus }
 
+// InspectorURL returns the one-time link that opens the web inspector
+// ("" without one). It holds a secret.
+func (e *Emulator) InspectorURL() string {
+	if e.web == nil {
+		return ""
+	}
+	return e.web.LoginURL()
+}
+
+// InspectorAddr returns the address the web inspector listens on ("" without one).
+func (e *Emulator) InspectorAddr() string {
+	if e.web == nil {
+		return ""
+	}
+	return e.web.Addr()
+}
+
 // Messages returns the device-to-cloud messages kept in memory.
 func (e *Emulator) Messages() *telemetry.Buffer { return e.messages }
 
@@ -301,6 +329,9 @@ func (e *Emulator) Close() error {
 // release frees what Start acquired, in reverse order.
 func (e *Emulator) release() error {
 	var errs []error
+	if e.web != nil {
+		errs = append(errs, e.web.Close())
+	}
 	if e.mqtt != nil {
 		errs = append(errs, e.mqtt.Close()) // before the hub: it records the disconnections
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/buildinfo"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/inspector"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/telemetry"
 )
 
@@ -36,6 +37,7 @@ type options struct {
 	inMemory  bool
 	logLevel  string
 	telemetry int
+	inspector string
 }
 
 const long = `iothub-emulator runs a local IoT Hub: the identity registry and twins over
@@ -50,7 +52,9 @@ On start it prints three shell-ready lines on stdout:
   export IOTHUB_CA_FILE=/path/to/ca.pem
   export IOTHUB_MQTT_ADDR=127.0.0.1:8883
 
-then logs to stderr until interrupted (Ctrl-C or SIGTERM), when it shuts
+and a fourth, a shell comment with the one-time link to the web inspector
+(--inspector-addr, default 127.0.0.1:8480: plain HTTP on loopback, where
+browsers need no certificate), then logs to stderr until interrupted (Ctrl-C or SIGTERM), when it shuts
 down cleanly and exits 0. Load the lines into a shell with
 
   eval "$(iothub-emulator env)"
@@ -136,6 +140,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", defaultDir, "directory that keeps identities, twins, keys and certificates")
 	f.StringVar(&o.mqttAddr, "mqtt-addr", DefaultMQTTAddr, "address for MQTT over TLS")
 	cmd.Flags().BoolVar(&o.inMemory, "in-memory", false, "keep nothing: fresh keys and certificates, removed on exit")
+	cmd.Flags().StringVar(&o.inspector, "inspector-addr", inspector.DefaultAddr, "loopback address of the web inspector (plain HTTP); empty: none")
 	cmd.Flags().IntVar(&o.telemetry, "telemetry-buffer", telemetry.DefaultCapacity, "how many device-to-cloud messages to keep in memory (the oldest go first)")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug (also logs every request), info, warn or error")
 	// --version without the -v shorthand cobra would add: -v means --verbose
@@ -164,11 +169,17 @@ func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger)
 		Logger:    logger,
 
 		TelemetryBuffer: o.telemetry,
+		InspectorAddr:   o.inspector,
 	})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	if _, err := io.WriteString(stdout, emulator.ShellLines(e.ServiceConnectionString(), e.CAFile(), e.MQTTAddr())); err != nil {
+	lines := emulator.ShellLines(e.ServiceConnectionString(), e.CAFile(), e.MQTTAddr())
+	if u := e.InspectorURL(); u != "" {
+		// A shell comment, so that eval of these lines still works.
+		lines += "# web inspector (the link works once): " + u + "\n"
+	}
+	if _, err := io.WriteString(stdout, lines); err != nil {
 		e.Close()
 		return fmt.Errorf("print settings: %w", err)
 	}
