@@ -54,7 +54,7 @@ await() {
 
 heading "Starting iothub-emulator, a local IoT Hub (throwaway data in $work)"
 step="starting iothub-emulator"
-"$bin/iothub-emulator" --data-dir "$work/hub" --https-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 \
+"$bin/iothub-emulator" --data-dir "$work/hub" --https-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --inspector-addr 127.0.0.1:0 \
 	>"$work/emulator.env" 2>"$work/emulator.log" &
 emulator_pid=$!
 await "$work/emulator.env" IOTHUB_MQTT_ADDR "$emulator_pid"

@@ -39,7 +39,7 @@ func startEmulator(ctx context.Context, binDir, dataDir, logFile string) (*emula
 	defer log.Close()
 	cmd := exec.Command(filepath.Join(binDir, "iothub-emulator"),
 		"--https-addr", httpsAddr, "--mqtt-addr", mqttAddr, "--hostname", hostName,
-		"--data-dir", dataDir, "--log-level", "warn")
+		"--data-dir", dataDir, "--log-level", "warn", "--inspector-addr", "")
 	cmd.Stderr = log
 	// An own pipe, so that reading it does not race with Wait.
 	stdout, w, err := os.Pipe()

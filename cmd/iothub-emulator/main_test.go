@@ -78,7 +78,8 @@ var (
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	// The web inspector on a free port; its link is the fourth line.
+	cmd := exec.Command(binary(t), append([]string{"--inspector-addr", "127.0.0.1:0"}, args...)...)
 	p := &proc{cmd: cmd, stderr: &syncio.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
@@ -95,7 +96,7 @@ func start(t *testing.T, args ...string) *proc {
 		}
 	})
 	r := bufio.NewReader(out)
-	for len(p.lines) < 3 {
+	for len(p.lines) < 4 {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			cmd.Process.Kill()
@@ -122,6 +123,9 @@ func start(t *testing.T, args ...string) *proc {
 	p.caFile = c[1]
 	if !strings.HasPrefix(p.lines[2], "export IOTHUB_MQTT_ADDR=127.0.0.1:") {
 		t.Fatalf("third line %q is not export IOTHUB_MQTT_ADDR=127.0.0.1:<port>", p.lines[2])
+	}
+	if !strings.HasPrefix(p.lines[3], "# web inspector (the link works once): http://127.0.0.1:") {
+		t.Fatalf("fourth line %q is not the web inspector's link", p.lines[3])
 	}
 	return p
 }
@@ -346,7 +350,7 @@ func TestPrintedSettings(t *testing.T) {
 	if err != nil {
 		t.Fatalf("env: %v", err)
 	}
-	if got, want := string(out), strings.Join(p.lines, "\n")+"\n"; got != want {
+	if got, want := string(out), strings.Join(p.lines[:3], "\n")+"\n"; got != want { // env has no inspector link
 		t.Errorf("env printed\n%s\nwant\n%s", got, want)
 	}
 	p.cmd.Process.Signal(syscall.SIGINT)
