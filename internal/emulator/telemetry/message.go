@@ -57,10 +57,9 @@ var systemNames = map[string]string{
 	"$.sub":   "dt-subject",
 }
 
-// SplitProperties decodes a telemetry topic's property bag (the part
-// after "messages/events/", as topics.ParseProperties reads it) into
-// system properties, named as the hub names them, and application
-// properties.
+// SplitProperties decodes a telemetry topic's property bag (see
+// topics.ParseProperties) into system properties, named as the hub names
+// them, and application properties.
 func SplitProperties(bag string) (system, application map[string]string) {
 	system, application = map[string]string{}, map[string]string{}
 	for k, v := range topics.ParseProperties(bag) {
