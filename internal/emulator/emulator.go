@@ -18,6 +18,7 @@ import (
 
 	"github.com/moduletwin/iothub-module-twin/internal/connstr"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/certs"
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/entra"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/eventapi"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
@@ -48,6 +49,9 @@ type Config struct {
 	DataDir   string // "" = DefaultDataDir(); ignored with InMemory
 	InMemory  bool   // keep nothing: a temporary directory removed on Close
 	Logger    *slog.Logger
+	// DisableLocalAuth refuses shared access signatures on the service API
+	// (Microsoft Entra ID tokens only), as a hub with disableLocalAuth.
+	DisableLocalAuth bool
 	// Faults, when set, perturbs chosen operations (see package faults);
 	// nil answers as a real hub.
 	Faults faults.Hook
@@ -75,6 +79,7 @@ type Emulator struct {
 	tlsConf  *tls.Config
 	store    *store.Store
 	hub      *hub.Hub
+	entra    *entra.Issuer
 	mux      *http.ServeMux
 	https    *http.Server
 	httpsLn  net.Listener
@@ -147,8 +152,19 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 	}
 	engine := methods.New(methods.Options{Logger: e.log.With("component", "methods"), OnCall: methodEvents(e.bus)})
 	e.stopHub = e.hub.Subscribe(hubEvents(e.bus))
+	if e.entra, err = entra.Open(e.dataDir, hostWithPort(cfg.HostName, e.port), nil); err != nil {
+		return nil, err
+	}
 	e.mux = http.NewServeMux()
-	restapi.Register(e.mux, e.hub, restapi.Options{Logger: e.log.With("component", "rest"), Faults: cfg.Faults, Events: e.bus, Methods: engine})
+	e.entra.Register(e.mux, e.log.With("component", "entra"))
+	restapi.Register(e.mux, e.hub, restapi.Options{
+		Logger:           e.log.With("component", "rest"),
+		Faults:           cfg.Faults,
+		Events:           e.bus,
+		Entra:            e.entra,
+		DisableLocalAuth: cfg.DisableLocalAuth,
+		Methods:          engine,
+	})
 	e.mux.Handle(eventapi.Path, &eventapi.Handler{Hub: e.hub, Bus: e.bus, Done: e.closing, Buffer: cfg.EventBuffer})
 	mqttAddr := cfg.MQTTAddr
 	if mqttAddr == "" {
@@ -193,7 +209,8 @@ func Start(ctx context.Context, cfg Config) (*Emulator, error) {
 		}
 	}()
 	ok = true
-	e.log.Info("serving", "https", e.HTTPSAddr(), "mqtt", e.MQTTAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory, "inspector", e.InspectorAddr())
+	e.log.Info("serving", "https", e.HTTPSAddr(), "mqtt", e.MQTTAddr(), "hostname", cfg.HostName, "data_dir", e.dataDir, "in_memory", cfg.InMemory, "inspector", e.InspectorAddr(),
+		"entra_tenant", e.entra.TenantID(), "local_auth", !cfg.DisableLocalAuth)
 	return e, nil
 }
 

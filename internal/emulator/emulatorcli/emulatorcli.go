@@ -38,6 +38,7 @@ type options struct {
 	logLevel  string
 	telemetry int
 	inspector string
+	noLocal   bool
 }
 
 const long = `iothub-emulator runs a local IoT Hub: the identity registry and twins over
@@ -146,7 +147,8 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	// --version without the -v shorthand cobra would add: -v means --verbose
 	// in the other tools.
 	cmd.Flags().Bool("version", false, "print the version and exit")
-	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr), newMonitorCommand(stdout, stderr, &o, dirErr))
+	cmd.Flags().BoolVar(&o.noLocal, "disable-local-auth", false, "refuse shared access signatures on the service API (Microsoft Entra ID tokens only); devices keep theirs")
+	cmd.AddCommand(newEnvCommand(stdout, &o, dirErr), newMonitorCommand(stdout, stderr, &o, dirErr), newPrincipalCommand(stdout, &o, dirErr))
 	return cmd
 }
 
@@ -168,8 +170,9 @@ func serve(cmd *cobra.Command, stdout io.Writer, o options, logger *slog.Logger)
 		InMemory:  o.inMemory,
 		Logger:    logger,
 
-		TelemetryBuffer: o.telemetry,
-		InspectorAddr:   o.inspector,
+		TelemetryBuffer:  o.telemetry,
+		InspectorAddr:    o.inspector,
+		DisableLocalAuth: o.noLocal,
 	})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/entra"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/events"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/faults"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
@@ -40,6 +41,11 @@ type Options struct {
 	// Methods serves direct method invocations; nil leaves them
 	// unrouted (404).
 	Methods *methods.Engine
+	// Entra, when set, accepts its bearer tokens (see authorize).
+	Entra *entra.Issuer
+	// DisableLocalAuth refuses shared access signatures, as a hub with
+	// disableLocalAuth does; devices keep theirs over MQTT.
+	DisableLocalAuth bool
 }
 
 type api struct {
@@ -49,12 +55,15 @@ type api struct {
 	faults faults.Hook
 	events events.Publisher
 	tokens *query.Tokens // seals query continuation tokens
+
+	entra            *entra.Issuer
+	disableLocalAuth bool
 }
 
 // Register mounts the service API on mux. Anything mux does not otherwise
 // route gets a 404 error body.
 func Register(mux *http.ServeMux, h *hub.Hub, opts Options) {
-	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults, events: opts.Events, tokens: query.NewTokens()}
+	a := &api{hub: h, log: opts.Logger, now: opts.Now, faults: opts.Faults, events: opts.Events, tokens: query.NewTokens(), entra: opts.Entra, disableLocalAuth: opts.DisableLocalAuth}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -127,11 +136,7 @@ func (a *api) route(mux *http.ServeMux, pattern string, ops map[string]operation
 			return &hub.Error{Code: iothub.MethodNotAllowed, Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, pattern, strings.Join(allowed, ", "))}
 		}
 		if !op.public {
-			authorize := a.hub.AuthorizeService
-			if op.anyOf {
-				authorize = a.hub.AuthorizeServiceAny
-			}
-			if err := authorize(r.Header.Get("Authorization"), op.need, a.now()); err != nil {
+			if err := a.authorize(r, pattern, op); err != nil {
 				return err
 			}
 		}
