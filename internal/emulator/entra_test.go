@@ -309,12 +309,14 @@ func TestEntraRefusesBadTokens(t *testing.T) {
 		"not yet valid":  {sign(func(c jwt.MapClaims) { c["nbf"] = now.Add(10 * time.Minute).Unix() }, key), "token is not valid yet"},
 		"no expiry":      {sign(func(c jwt.MapClaims) { delete(c, "exp") }, key), "exp claim is required"},
 		"wrong audience": {sign(func(c jwt.MapClaims) { c["aud"] = "https://management.azure.com" }, key), "token has invalid audience"},
-		"wrong issuer":   {sign(func(c jwt.MapClaims) { c["iss"] = "https://login.microsoftonline.com/" + h.em.Entra().TenantID() + "/v2.0" }, key), "token has invalid issuer"},
-		"wrong tenant":   {sign(func(c jwt.MapClaims) { c["tid"] = "00000000-0000-0000-0000-000000000000" }, key), "not " + h.em.Entra().TenantID()},
-		"other key":      {sign(func(jwt.MapClaims) {}, otherKey), "signature is invalid"},
-		"tampered":       {parts[0] + "." + string(tampered) + "." + parts[2], "invalid bearer token"},
-		"alg none":       {unsigned, "signing method none is invalid"},
-		"not a JWT":      {"abc", "token is malformed"},
+		"wrong issuer": {sign(func(c jwt.MapClaims) {
+			c["iss"] = "https://login.microsoftonline.com/" + h.em.Entra().TenantID() + "/v2.0"
+		}, key), "token has invalid issuer"},
+		"wrong tenant": {sign(func(c jwt.MapClaims) { c["tid"] = "00000000-0000-0000-0000-000000000000" }, key), "not " + h.em.Entra().TenantID()},
+		"other key":    {sign(func(jwt.MapClaims) {}, otherKey), "signature is invalid"},
+		"tampered":     {parts[0] + "." + string(tampered) + "." + parts[2], "invalid bearer token"},
+		"alg none":     {unsigned, "signing method none is invalid"},
+		"not a JWT":    {"abc", "token is malformed"},
 	}
 	for name, c := range cases {
 		status, body := h.call(t, http.MethodGet, "/devices", "Bearer "+c.token, "")
