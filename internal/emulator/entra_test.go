@@ -191,6 +191,7 @@ var rbacOperations = []rbacOperation{
 	{http.MethodGet, "/devices/d1/modules/m1", "", "devices/read"},
 	{http.MethodPut, "/devices/d1/modules/m2", `{"deviceId":"d1","moduleId":"m2"}`, "devices/write"},
 	{http.MethodGet, "/twins/d1", "", "twins/read"},
+	{http.MethodPost, "/devices/query", `{"query":"SELECT * FROM devices"}`, "twins/read"},
 	{http.MethodPatch, "/twins/d1", `{"properties":{"desired":{"x":1}}}`, "twins/write"},
 	{http.MethodPut, "/twins/d1", `{"properties":{"desired":{"x":2}}}`, "twins/write"},
 	{http.MethodGet, "/twins/d1/modules/m1", "", "twins/read"},
