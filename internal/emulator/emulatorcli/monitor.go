@@ -101,7 +101,7 @@ func newMonitorCommand(stdout, stderr io.Writer, root *options, dirErr error) *c
 	f.BoolVarP(&o.properties, "properties", "p", false, "show each message's system and application properties and the hub's annotations")
 	f.StringVar(&o.kinds, "events", "message", "kinds of events, comma-separated: all, "+strings.Join(kindNames(), ", "))
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json (one JSON object per line)")
-	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long (0: never)")
+	f.DurationVar(&o.timeout, "timeout", 0, "stop this long after the stream opens (0: never)")
 	f.IntVar(&o.count, "count", 0, "stop after this many events (0: never)")
 	f.StringVar(&o.csFile, "connection-string-file", "", "read the service connection string from this file (- for stdin) instead of $"+EnvConnectionString)
 	f.StringVar(&o.caFile, "ca-file", "", "trust this CA certificate file (default $"+hubtls.EnvCAFile+")")
@@ -183,11 +183,10 @@ func monitor(ctx context.Context, stdout, stderr io.Writer, o monitorOptions, ki
 	if err != nil {
 		return usagef("--ca-file: %v", err)
 	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
+	// --timeout counts from the moment the stream is open, as az iot hub
+	// monitor-events counts its timeout, so a slow connect is not a timeout.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	signer, err := sas.NewSigner(cs.SharedAccessKeyName, cs.SharedAccessKey)
 	if err != nil {
 		return usagef("connection string: %v", err)
@@ -224,6 +223,10 @@ func monitor(ctx context.Context, stdout, stderr io.Writer, o monitorOptions, ki
 		return fmt.Errorf("the emulator refused the stream: %s", refusal(resp))
 	}
 	fmt.Fprintf(stderr, "monitoring %s on %s; Ctrl-C to stop\n", strings.Join(names, ", "), cs.HostName)
+	if o.timeout > 0 {
+		t := time.AfterFunc(o.timeout, func() { cancel(errTimedOut) })
+		defer t.Stop()
+	}
 
 	p := printer{w: stdout, json: o.output == "json", properties: o.properties}
 	sc := bufio.NewScanner(resp.Body)
@@ -262,10 +265,13 @@ func monitor(ctx context.Context, stdout, stderr io.Writer, o monitorOptions, ki
 	return errors.New("the emulator closed the stream (it stopped)")
 }
 
+// errTimedOut ends a monitor whose --timeout ran out.
+var errTimedOut = errors.New("--timeout ran out")
+
 // stopped is the outcome of a monitor whose context ended: Ctrl-C and a
 // --timeout without --count are a normal end.
 func stopped(ctx context.Context, o monitorOptions, seen int) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && o.count > 0 {
+	if errors.Is(context.Cause(ctx), errTimedOut) && o.count > 0 {
 		return fmt.Errorf("%d of %d events arrived within %v", seen, o.count, o.timeout)
 	}
 	return nil
