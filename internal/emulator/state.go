@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/atomicfile"
 	"github.com/moduletwin/iothub-module-twin/internal/emulator/hub"
 )
 
@@ -59,7 +60,7 @@ func loadOrCreatePolicies(dir string) ([]hub.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode policies: %w", err)
 	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return nil, err
 	}
 	return ps, nil
@@ -93,32 +94,7 @@ func writeEndpoint(dir string, ep endpoint) error {
 	if err != nil {
 		return fmt.Errorf("encode endpoint: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, endpointFile), b, 0o644)
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, endpointFile), b, 0o644)
 }
 
 // ShellLines formats the settings a shell needs to reach the hub:

@@ -15,6 +15,8 @@ import (
 	"regexp"
 	"syscall"
 	"time"
+
+	"github.com/moduletwin/iothub-module-twin/internal/emulator/atomicfile"
 )
 
 // Files of the local tenant in a data directory.
@@ -189,7 +191,7 @@ func update(dir string, fn func(*directoryDoc) (bool, error)) error {
 	if err != nil {
 		return fmt.Errorf("encode principals: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, directoryFile), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(dir, directoryFile), append(b, '\n'), 0o600)
 }
 
 func readDirectory(dir string) (directoryDoc, bool, error) {
@@ -209,31 +211,6 @@ func readDirectory(dir string) (directoryDoc, bool, error) {
 		d.Principals = []Principal{}
 	}
 	return d, true, nil
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // newGUID returns a random (version 4) GUID, the form of Entra ID's IDs.
