@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,12 +90,18 @@ func readEndpoint(dir string) (endpoint, bool, error) {
 	return ep, true, nil
 }
 
+// writeEndpoint records where the hub listens. An unchanged record is left
+// as it is, so that a restart on the same ports needs no free disk space.
 func writeEndpoint(dir string, ep endpoint) error {
 	b, err := json.Marshal(ep)
 	if err != nil {
 		return fmt.Errorf("encode endpoint: %w", err)
 	}
-	return atomicfile.Write(filepath.Join(dir, endpointFile), b, 0o644)
+	path := filepath.Join(dir, endpointFile)
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	return atomicfile.Write(path, b, 0o644)
 }
 
 // ShellLines formats the settings a shell needs to reach the hub:
